@@ -1,0 +1,183 @@
+"""PyTorch reference front-end (SPEC sections 1.5, 1.6 and 2).
+
+`FrontEnd` holds the weights under their SPEC names. `PatchEmbedStage` and
+`FusionStage` are the two traced graphs, written with graph-friendly ops
+(Gather / CumSum / Where, no data-dependent writes). `reference_fusion`
+follows SPEC 1.6 literally, request by request, and is what the graphs and
+the tests are checked against.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from torch import nn
+
+from vlfront.config import IMAGE_PAD_ID, Config
+from vlfront.errors import WeightsError
+from vlfront.weights import check_weights, expected_tensors
+
+INIT_STD = 0.02
+
+
+def sincos2d(config: Config) -> torch.Tensor:
+    """SPEC 1.5 `sincos2d`: [tokens_per_image, D], k = r*grid + c."""
+    q = config.hidden_size // 4
+    omega = 10000.0 ** (-torch.arange(q, dtype=torch.float64) / q)
+    grid = torch.arange(config.grid, dtype=torch.float64)
+    r = grid.repeat_interleave(config.grid)[:, None] * omega  # row of token k
+    c = grid.repeat(config.grid)[:, None] * omega  # column of token k
+    return torch.cat([r.sin(), r.cos(), c.sin(), c.cos()], dim=1).to(torch.float32)
+
+
+class FrontEnd(nn.Module):
+    """The weights of the front-end, named as in SPEC section 2."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config.validate()
+        d = config.hidden_size
+        self.patch_embed = nn.Conv2d(3, d, config.patch_size, stride=config.patch_size)
+        self.token_embed = nn.Embedding(config.vocab_rows, d)
+        self.position_embed = nn.Embedding(config.max_seq_len, d)
+        self.modality_embed = nn.Embedding(2, d)
+        if config.vision_pos == "learned":
+            self.vision_position_embed = nn.Embedding(config.tokens_per_image, d)
+        else:
+            self.register_buffer("vis_pos_table", sincos2d(config), persistent=False)
+        mean = torch.tensor(config.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(config.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("image_mean", mean, persistent=False)
+        self.register_buffer("image_std", std, persistent=False)
+        self.requires_grad_(False)
+
+    def vis_pos(self) -> torch.Tensor:
+        if self.config.vision_pos == "learned":
+            return self.vision_position_embed.weight
+        return self.vis_pos_table
+
+    # --- weights -----------------------------------------------------------
+    def init_weights(self, seed: int) -> "FrontEnd":
+        """Deterministic random weights from `seed` (the default bundle has no trained weights)."""
+        g = torch.Generator().manual_seed(seed)
+        for name, p in sorted(self.named_parameters()):
+            if name == "patch_embed.weight":
+                fan_in = 3 * self.config.patch_size**2
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * INIT_STD)
+        return self
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The SPEC tensors, contiguous float32, by name."""
+        return {n: p.detach().contiguous() for n, p in self.named_parameters()}
+
+    def save(self, path: str | os.PathLike) -> None:
+        from safetensors.torch import save_file
+
+        save_file(self.state_tensors(), os.fspath(path))
+
+    def load(self, path: str | os.PathLike) -> "FrontEnd":
+        """Load SPEC-named weights; a missing, extra or misshapen tensor raises WeightsError naming it."""
+        from safetensors.torch import load_file
+
+        check_weights(path, self.config)
+        try:
+            tensors = load_file(os.fspath(path))
+        except Exception as e:  # safetensors raises its own untyped errors
+            raise WeightsError(f"{path}: cannot read weights: {e}") from None
+        params = dict(self.named_parameters())
+        for name in expected_tensors(self.config):
+            params[name].copy_(tensors[name])
+        return self
+
+
+class PatchEmbedStage(nn.Module):
+    """Graph `patch_embed`: uint8 pixels [N,H,W,3] -> visual_tokens [N,196,D]."""
+
+    def __init__(self, front: FrontEnd):
+        super().__init__()
+        self.patch_embed = front.patch_embed
+        if front.config.vision_pos == "learned":
+            self.vision_position_embed = front.vision_position_embed
+        else:
+            self.register_buffer("vis_pos_table", front.vis_pos_table, persistent=False)
+        self.register_buffer("image_mean", front.image_mean, persistent=False)
+        self.register_buffer("image_std", front.image_std, persistent=False)
+        self.learned = front.config.vision_pos == "learned"
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = pixel_values.permute(0, 3, 1, 2).to(torch.float32)
+        x = (x / 255.0 - self.image_mean) / self.image_std
+        p = self.patch_embed(x)  # [N, D, grid, grid]
+        tokens = p.flatten(2).transpose(1, 2)  # [N, grid*grid, D], k = r*grid + c
+        pos = self.vision_position_embed.weight if self.learned else self.vis_pos_table
+        return tokens + pos
+
+
+class FusionStage(nn.Module):
+    """Graph `fusion`: input_ids [B,S] + visual_tokens [N,196,D] -> inputs_embeds [B,S,D].
+
+    Image-pad positions are numbered across the flattened batch with CumSum;
+    because each image owns exactly 196 consecutive pads, that global number
+    equals first_image(b)*196 + j of SPEC 1.6. A zero row appended to the
+    visual tokens makes a text-only batch (N = 0) and out-of-range numbers safe.
+    """
+
+    def __init__(self, front: FrontEnd):
+        super().__init__()
+        self.token_embed = front.token_embed
+        self.position_embed = front.position_embed
+        self.modality_embed = front.modality_embed
+        self.vocab_rows = front.config.vocab_rows
+
+    def forward(self, input_ids: torch.Tensor, visual_tokens: torch.Tensor) -> torch.Tensor:
+        d = self.token_embed.weight.shape[1]
+        is_img = input_ids == IMAGE_PAD_ID
+        flags = is_img.reshape(-1).to(torch.int64)
+        number = (torch.cumsum(flags, 0) - flags).reshape(input_ids.shape)
+        table = torch.cat([visual_tokens.reshape(-1, d), visual_tokens.new_zeros(1, d)], 0)
+        zero_row = table.shape[0] - 1
+        index = torch.where(is_img, torch.clamp(number, max=zero_row), zero_row)
+        visual = table[index] + self.modality_embed.weight[1]
+        ids = torch.clamp(input_ids, 0, self.vocab_rows - 1)
+        text = self.token_embed.weight[ids] + self.position_embed.weight + self.modality_embed.weight[0]
+        return torch.where(is_img.unsqueeze(-1), visual, text)
+
+
+def reference_visual_tokens(front: FrontEnd, pixel_values: torch.Tensor) -> torch.Tensor:
+    """SPEC 1.5 written out: normalise per channel, strided conv, add vis_pos[k], k = r*grid + c."""
+    cfg = front.config
+    x = pixel_values.to(torch.float32) / 255.0
+    mean = torch.tensor(cfg.image_mean, dtype=torch.float32)
+    std = torch.tensor(cfg.image_std, dtype=torch.float32)
+    x = ((x - mean) / std).permute(0, 3, 1, 2)  # CHW
+    p = torch.nn.functional.conv2d(x, front.patch_embed.weight, front.patch_embed.bias, stride=cfg.patch_size)
+    out = torch.empty(x.shape[0], cfg.tokens_per_image, cfg.hidden_size)
+    pos = front.vis_pos()
+    for r in range(cfg.grid):
+        for c in range(cfg.grid):
+            k = r * cfg.grid + c
+            out[:, k] = p[:, :, r, c] + pos[k]
+    return out
+
+
+def reference_fusion(front: FrontEnd, input_ids: torch.Tensor, visual_tokens: torch.Tensor) -> torch.Tensor:
+    """SPEC 1.6 literally. Images are numbered by request, then appearance (196 pads each)."""
+    tpi = front.config.tokens_per_image
+    B, S = input_ids.shape
+    out = torch.empty(B, S, front.config.hidden_size)
+    first_image = 0
+    tok, pos, mod = front.token_embed.weight, front.position_embed.weight, front.modality_embed.weight
+    for b in range(B):
+        j = 0
+        for t in range(S):
+            if int(input_ids[b, t]) == IMAGE_PAD_ID:
+                out[b, t] = visual_tokens[first_image + j // tpi, j % tpi] + mod[1]
+                j += 1
+            else:
+                out[b, t] = tok[input_ids[b, t]] + pos[t] + mod[0]
+        first_image += j // tpi
+    return out
