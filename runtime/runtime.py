@@ -1,0 +1,220 @@
+"""`Runtime`: a validated bundle + host-side tokenizer -> fixed-length `inputs_embeds`."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vlfront.errors import BundleError, RequestError, VlfrontError
+from vlfront.runtime.backends.base import Runner, select_backend
+from vlfront.runtime.bundle import Bundle
+from vlfront.runtime.cache import VisualTokenCache
+from vlfront.runtime.processor import Layout, Processor
+from vlfront.runtime.tokenizer import Tokenizer
+
+PRECISIONS = ("fp32", "fp16", "int8")
+OUTPUT_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+@dataclass
+class EmbedOutput:
+    """What `Runtime.embed` returns for a batch of B requests.
+
+    Attributes:
+        inputs_embeds: [B, max_seq_len, D] float32 (or float16 on request).
+        input_ids, attention_mask, image_attention_mask: [B, max_seq_len] int64.
+        pixel_values: [n_images, H, W, 3] uint8, images of the batch in request then appearance order.
+        images_per_request: how many of `pixel_values` belong to each request.
+        dropped_tokens: text tokens truncated from each request.
+        timings: seconds per stage (layout, decode, patch_embed, fusion, total).
+    """
+
+    inputs_embeds: np.ndarray
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    image_attention_mask: np.ndarray
+    pixel_values: np.ndarray
+    images_per_request: list[int]
+    dropped_tokens: list[int]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Runtime:
+    """Serve a bundle. Thread-safe: several threads may call `embed` at once.
+
+    Example:
+        >>> rt = Runtime.load("build/default")
+        >>> out = rt.embed([{"role": "user", "content": [{"type": "image", "image": "cat.jpg"},
+        ...                                           {"type": "text", "text": "What is this?"}]}])
+        >>> out.inputs_embeds.shape
+        (1, 1024, 768)
+    """
+
+    def __init__(self, bundle: Bundle, runner: Runner, tokenizer: Tokenizer, *, truncation: str = "truncate",
+                 cache_bytes: int = 256 * 1024 * 1024, output_dtype: str = "float32", image_limits=None,
+                 decode_threads: int | None = None):
+        if output_dtype not in OUTPUT_DTYPES:
+            raise VlfrontError(f"output_dtype={output_dtype!r}: choose one of {sorted(OUTPUT_DTYPES)}")
+        self.bundle = bundle
+        self.config = bundle.config
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.processor = Processor(tokenizer, self.config, truncation=truncation, image_limits=image_limits)
+        self.cache = VisualTokenCache(cache_bytes)
+        self.output_dtype = output_dtype
+        self._pool = ThreadPoolExecutor(max_workers=decode_threads or min(8, os.cpu_count() or 1),
+                                        thread_name_prefix="vlfront-decode")
+
+    @classmethod
+    def load(cls, bundle: str | os.PathLike, backend: str = "auto", precision: str = "fp32", *,
+             threads: int | None = None, device: str = "auto", **kwargs) -> "Runtime":
+        """Validate `bundle` and start a backend on it.
+
+        Args:
+            bundle: bundle directory written by `vlfront export`.
+            backend: "auto" (TensorRT when its engines and library are present, else ONNX Runtime),
+                "onnxruntime" or "tensorrt".
+            precision: "fp32", "fp16" or "int8" (the variant must be in the bundle).
+            threads: ONNX Runtime intra-op threads (default: all cores).
+            **kwargs: truncation ("truncate" | "error"), cache_bytes, output_dtype ("float32" | "float16"),
+                image_limits, decode_threads.
+        Raises:
+            BundleError: the bundle is missing, tampered with, or lacks the asked precision (says what to rebuild).
+        """
+        if precision not in PRECISIONS:
+            raise BundleError(f"precision={precision!r}: choose one of {PRECISIONS}")
+        b = Bundle.open(pathlib.Path(bundle))
+        tokenizer = Tokenizer.from_file(b.path(b.manifest["tokenizer"]["file"]))
+        runner = select_backend(b, backend, precision, threads=threads, device=device).load()
+        return cls(b, runner, tokenizer, **kwargs)
+
+    # --- serving ------------------------------------------------------------
+    def embed(self, requests: list, *, output_dtype: str | None = None) -> EmbedOutput:
+        """Embed a batch of requests (SPEC message lists or {"messages": ...} dicts).
+
+        Raises:
+            RequestError: the first bad request, naming its index; no graph runs for the batch.
+        """
+        out, _, errors = self._run(requests, output_dtype)
+        for e in errors:
+            if e is not None:
+                raise e
+        return out
+
+    def embed_each(self, requests: list, *, output_dtype: str | None = None) -> list:
+        """Embed a batch, isolating failures: one EmbedOutput (B=1) or one RequestError per request."""
+        out, ok, errors = self._run(requests, output_dtype)
+        results = list(errors)
+        start = 0
+        for row, i in enumerate(ok):
+            n = out.images_per_request[row]
+            results[i] = EmbedOutput(
+                out.inputs_embeds[row : row + 1], out.input_ids[row : row + 1], out.attention_mask[row : row + 1],
+                out.image_attention_mask[row : row + 1], out.pixel_values[start : start + n], [n],
+                [out.dropped_tokens[row]], out.timings)
+            start += n
+        return results
+
+    def _run(self, requests, output_dtype) -> tuple[EmbedOutput | None, list[int], list]:
+        if not isinstance(requests, (list, tuple)) or not requests:
+            raise RequestError("requests must be a non-empty list of requests")
+        dtype_name = output_dtype or self.output_dtype
+        if dtype_name not in OUTPUT_DTYPES:
+            raise VlfrontError(f"output_dtype={dtype_name!r}: choose one of {sorted(OUTPUT_DTYPES)}")
+        t0 = time.perf_counter()
+        errors: list = [None] * len(requests)
+        layouts: dict[int, Layout] = {}
+        for i, request in enumerate(requests):
+            try:
+                layouts[i] = self.processor.layout(request, i)
+            except RequestError as e:
+                errors[i] = e
+        timings = {"layout": time.perf_counter() - t0}
+        images = self._images(layouts, errors, timings)
+        ok = [i for i in sorted(layouts) if errors[i] is None]
+        if not ok:
+            timings["total"] = time.perf_counter() - t0
+            return None, ok, errors
+        lays = [layouts[i] for i in ok]
+        visual = [images[src.key][0] for lay in lays for src in lay.images]
+        pixels = [images[src.key][1] for lay in lays for src in lay.images]
+        cfg = self.config
+        ids = np.stack([lay.input_ids for lay in lays])
+        vt = np.stack(visual) if visual else np.zeros((0, cfg.tokens_per_image, cfg.hidden_size), np.float32)
+        t1 = time.perf_counter()
+        embeds = self.runner.infer("fusion", {"input_ids": ids, "visual_tokens": vt})["inputs_embeds"]
+        if dtype_name != "float32":
+            embeds = embeds.astype(OUTPUT_DTYPES[dtype_name])
+        timings["fusion"] = time.perf_counter() - t1
+        timings["total"] = time.perf_counter() - t0
+        out = EmbedOutput(
+            embeds, ids, np.stack([lay.attention_mask for lay in lays]),
+            np.stack([lay.image_attention_mask for lay in lays]),
+            np.stack(pixels) if pixels else np.zeros((0, cfg.image_size, cfg.image_size, 3), np.uint8),
+            [len(lay.images) for lay in lays], [lay.dropped_tokens for lay in lays], timings)
+        return out, ok, errors
+
+    def _images(self, layouts: dict[int, Layout], errors: list, timings: dict) -> dict:
+        """visual tokens + pixels for every image key of the good requests: cache, else decode + patch_embed."""
+        found: dict = {}
+        todo: dict[bytes, tuple[int, object]] = {}
+        for i, lay in layouts.items():
+            for src in lay.images:
+                if src.key in found or src.key in todo:
+                    continue
+                hit = self.cache.get(src.key)
+                if hit is not None:
+                    found[src.key] = (hit.visual_tokens, hit.pixel_values)
+                else:
+                    todo[src.key] = (i, src)
+        t0 = time.perf_counter()
+        decoded = list(self._pool.map(_decode, [src for _, src in todo.values()]))
+        pixels = {}
+        for (key, (i, _)), px in zip(todo.items(), decoded):
+            if isinstance(px, Exception):
+                if errors[i] is None:
+                    errors[i] = px if getattr(px, "index", None) == i else RequestError(str(px), i)
+            else:
+                pixels[key] = px
+        # A request whose image failed is out; images of other requests still run.
+        t1 = time.perf_counter()
+        if pixels:
+            keys = list(pixels)
+            batch = np.stack([pixels[k] for k in keys])
+            vt = self.runner.infer("patch_embed", {"pixel_values": batch})["visual_tokens"]
+            for k, tokens in zip(keys, vt):
+                found[k] = (tokens, pixels[k])
+                self.cache.put(k, tokens, pixels[k])
+        timings["decode"] = t1 - t0
+        timings["patch_embed"] = time.perf_counter() - t1
+        return found
+
+    def stats(self) -> dict:
+        return {"cache": self.cache.stats(), "backend": self.runner.name, "precision": self.runner.precision}
+
+    def close(self) -> None:
+        self.runner.close()
+        self._pool.shutdown(wait=False)
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _decode(src):
+    try:
+        return src.decode()
+    except RequestError as e:
+        return e
+    except Exception as e:  # a decoder bug must fail this image only, never the batch
+        return RequestError(f"image could not be decoded: {type(e).__name__}: {e}")
+
+
+__all__ = ["Runtime", "EmbedOutput"]
