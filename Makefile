@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CACHE  := build/cache
 RANKS  := $(CACHE)/qwen.tiktoken
 
-.PHONY: setup export test bench cpp gpu-check calibrate engines clean
+.PHONY: setup export test bench cpp cpp-test cpp-asan gpu-check calibrate engines clean
 
 setup: $(STAMP) $(RANKS)
 
@@ -25,7 +25,9 @@ export: setup
 	$(BIN)/vlfront export --preset default --out build/default --ranks $(RANKS)
 
 test: setup
+	-@$(MAKE) --no-print-directory cpp  # first, so tests/cpp can drive it; a failure here fails cpp-test below
 	$(BIN)/python -m pytest -q -ra
+	@$(MAKE) --no-print-directory cpp-test
 
 bench: setup
 	$(BIN)/vlfront bench --bundle build/default --out build/bench
@@ -38,6 +40,33 @@ engines: setup
 
 gpu-check: setup
 	$(BIN)/python -m vlfront.calibration.gpu_check --bundle build/default
+
+# --- C++ runtime (runtime/cpp; docs/cpp.md) ---------------------------------------------------
+# Debian packages (installed when missing, as root), ONNX Runtime headers from Debian 13's
+# libonnxruntime-dev (private apt config under build/cpp-deps), the library of the onnxruntime
+# wheel in .venv. Pass your own SDK with CPP_CMAKE_ARGS=-DONNXRUNTIME_ROOT=/path/to/sdk.
+CPP_BUILD      := build/cpp
+CPP_DEPS       := build/cpp-deps
+CPP_CMAKE_ARGS ?=
+CPP_ORT_LIB     = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*))
+CPP_CONFIGURE   = cmake -S runtime/cpp -DONNXRUNTIME_INCLUDE_DIR=$(abspath $(CPP_DEPS)/ort/include) \
+                  -DONNXRUNTIME_LIBRARY=$(abspath $(CPP_ORT_LIB)) $(CPP_CMAKE_ARGS)
+
+cpp: $(STAMP)
+	@runtime/cpp/scripts/install_deps.sh
+	@runtime/cpp/scripts/fetch_ort_headers.sh $(CPP_DEPS)/ort
+	@$(CPP_CONFIGURE) -B $(CPP_BUILD) > $(CPP_DEPS)/configure.log || { cat $(CPP_DEPS)/configure.log; exit 1; }
+	cmake --build $(CPP_BUILD) -j2
+
+cpp-test: cpp
+	ctest --test-dir $(CPP_BUILD) --output-on-failure -j2
+
+# The unit tests under AddressSanitizer + UBSan (a separate build tree).
+cpp-asan: cpp
+	@$(CPP_CONFIGURE) -B $(CPP_BUILD)-asan -DCMAKE_BUILD_TYPE=Debug -DVLFRONT_SANITIZE=address,undefined \
+	  -DVLFRONT_BUILD_EXAMPLES=OFF > $(CPP_DEPS)/configure-asan.log || { cat $(CPP_DEPS)/configure-asan.log; exit 1; }
+	cmake --build $(CPP_BUILD)-asan -j2
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir $(CPP_BUILD)-asan --output-on-failure -j2
 
 clean:
 	rm -rf build

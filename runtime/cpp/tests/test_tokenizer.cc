@@ -1,0 +1,160 @@
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "error.h"
+#include "tokenizer.h"
+#include "unicode.h"
+
+namespace vlfront::impl {
+namespace {
+
+bool exists(const std::string& p) { return std::ifstream(p).good(); }
+
+const Tokenizer* ranks_tokenizer() {
+  static std::unique_ptr<Tokenizer> tok =
+      exists(VLFRONT_TEST_RANKS) ? Tokenizer::from_tiktoken(VLFRONT_TEST_RANKS) : nullptr;
+  return tok.get();
+}
+
+#define NEED_TOKENIZER()                                                                   \
+  const Tokenizer* tok = ranks_tokenizer();                                               \
+  if (!tok) GTEST_SKIP() << "no Qwen ranks at " VLFRONT_TEST_RANKS " (run `make setup`)"
+
+TEST(Utf8, AcceptsValidRejectsInvalid) {
+  EXPECT_EQ(find_invalid_utf8("hello"), std::string_view::npos);
+  EXPECT_EQ(find_invalid_utf8("h\xC3\xA9llo \xE4\xB8\xAD \xF0\x9F\x98\x80"), std::string_view::npos);
+  EXPECT_EQ(find_invalid_utf8("ab\xC3"), 2u);              // truncated
+  EXPECT_EQ(find_invalid_utf8("\xC0\x80"), 0u);            // overlong NUL
+  EXPECT_EQ(find_invalid_utf8("xx\xED\xA0\x80"), 2u);      // surrogate
+  EXPECT_EQ(find_invalid_utf8("\xF4\x90\x80\x80"), 0u);    // > U+10FFFF
+  EXPECT_EQ(find_invalid_utf8("12345678\xFF"), 8u);        // after the 8-byte fast path
+}
+
+TEST(Nfc, ComposesLikePython) {
+  std::string out;
+  EXPECT_FALSE(nfc_if_needed("plain ascii", out));
+  EXPECT_FALSE(nfc_if_needed("caf\xC3\xA9", out));  // already composed
+  ASSERT_TRUE(nfc_if_needed("cafe\xCC\x81", out));  // e + COMBINING ACUTE
+  EXPECT_EQ(out, "caf\xC3\xA9");
+  ASSERT_TRUE(nfc_if_needed("\xE2\x84\xAB", out));  // ANGSTROM SIGN -> A WITH RING
+  EXPECT_EQ(out, "\xC3\x85");
+}
+
+TEST(Pattern, WhitespaceClassesAreExplicit) {
+  const std::string t = translate_whitespace_classes(R"(a\s+(?!\S)|[^\s\p{L}]|\\s)");
+  EXPECT_NE(t.find("[^\\t-\\r"), std::string::npos);            // \S outside a class
+  EXPECT_NE(t.find("[^\\t-\\r\\x{20}"), std::string::npos);     // \s inside [^...]
+  EXPECT_NE(t.find("\\\\s"), std::string::npos);                // an escaped backslash stays
+  EXPECT_THROW(translate_whitespace_classes(R"([\S])"), Error);
+}
+
+TEST(Tokenizer, KnownIds) {
+  NEED_TOKENIZER();
+  // tiktoken.Encoding(qwen ranks).encode_ordinary(...) values.
+  EXPECT_EQ(tok->encode("Hello world"), (std::vector<int32_t>{9707, 1879}));
+  EXPECT_EQ(tok->encode("user\n"), (std::vector<int32_t>{872, 198}));
+  EXPECT_EQ(tok->encode(""), std::vector<int32_t>{});
+}
+
+TEST(Tokenizer, SpecialStringsStayOrdinaryText) {
+  NEED_TOKENIZER();
+  const auto ids = tok->encode("<|image_pad|><|im_start|>");
+  for (int32_t id : ids) EXPECT_LT(id, kNumOrdinaryTokens);
+  const std::string back = tok->decode(ids.data(), ids.size());
+  EXPECT_EQ(back, "<|image_pad|><|im_start|>");
+}
+
+TEST(Tokenizer, RoundTripsRandomUnicode) {
+  NEED_TOKENIZER();
+  std::mt19937 rng(1234);
+  const char32_t pools[] = {U'a', U'Z', U' ', U'\n', U'\t', U'1', U'\u00e9', U'\u4e2d', U'\U0001F600', U'\'',
+                            U'\u0301', U'\u3000', U'\u00a0', U'\u180e', U'!', U'\r', U'\u0410'};
+  for (int round = 0; round < 300; ++round) {
+    std::u32string s;
+    const int len = static_cast<int>(rng() % 40);
+    for (int i = 0; i < len; ++i) s += pools[rng() % (sizeof pools / sizeof pools[0])];
+    std::string utf8;
+    for (char32_t c : s) {
+      if (c < 0x80) utf8 += static_cast<char>(c);
+      else if (c < 0x800) utf8 += {static_cast<char>(0xC0 | (c >> 6)), static_cast<char>(0x80 | (c & 0x3F))};
+      else if (c < 0x10000)
+        utf8 += {static_cast<char>(0xE0 | (c >> 12)), static_cast<char>(0x80 | ((c >> 6) & 0x3F)),
+                 static_cast<char>(0x80 | (c & 0x3F))};
+      else
+        utf8 += {static_cast<char>(0xF0 | (c >> 18)), static_cast<char>(0x80 | ((c >> 12) & 0x3F)),
+                 static_cast<char>(0x80 | ((c >> 6) & 0x3F)), static_cast<char>(0x80 | (c & 0x3F))};
+    }
+    std::string nfc;
+    const std::string expect = nfc_if_needed(utf8, nfc) ? nfc : utf8;
+    const auto ids = tok->encode(utf8);
+    EXPECT_EQ(tok->decode(ids.data(), ids.size()), expect);
+  }
+}
+
+TEST(Tokenizer, HeapAndScanMergeAlike) {
+  NEED_TOKENIZER();
+  // Pieces the regex would never produce, to exercise ties and long merges.
+  std::mt19937 rng(7);
+  const std::string alphabet = "aeinrst ETAO\xC3\xA9-_=\n";
+  for (int round = 0; round < 300; ++round) {
+    std::string piece;
+    const size_t n = 1 + rng() % 300;
+    const size_t k = 1 + rng() % alphabet.size();  // small alphabets give many equal-rank ties
+    for (size_t i = 0; i < n; ++i) piece += alphabet[rng() % k];
+    std::vector<int32_t> scan, heap;
+    bpe_merge_scan(tok->ranks(), piece, scan);
+    bpe_merge_heap(tok->ranks(), piece, heap);
+    ASSERT_EQ(scan, heap) << piece;
+  }
+}
+
+TEST(Tokenizer, RejectsInvalidUtf8) {
+  NEED_TOKENIZER();
+  try {
+    tok->encode("ok \xFF bad");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), VLF_ERR_REQUEST);
+    EXPECT_NE(std::string(e.what()).find("byte 3"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Tokenizer, MissingFileIsATokenizerError) {
+  try {
+    Tokenizer::from_file("/nonexistent/qwen.tiktoken");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), VLF_ERR_TOKENIZER);
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/qwen.tiktoken"), std::string::npos);
+  }
+}
+
+TEST(Tokenizer, CorruptRanksAreRefused) {
+  const std::string path = ::testing::TempDir() + "/bad.tiktoken";
+  std::ofstream(path) << "IQ== 0\nnot-base64! 1\n";
+  try {
+    Tokenizer::from_tiktoken(path);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), VLF_ERR_TOKENIZER);
+    EXPECT_NE(std::string(e.what()).find("line 2"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Tokenizer, TokenizerJsonMatchesRanks) {
+  NEED_TOKENIZER();
+  if (!exists(VLFRONT_TEST_TOKENIZER_JSON)) GTEST_SKIP() << "no " VLFRONT_TEST_TOKENIZER_JSON;
+  auto tj = Tokenizer::from_tokenizer_json(VLFRONT_TEST_TOKENIZER_JSON);
+  for (const char* s : {"Hello world", "  leading spaces\n\n\ttabs", "caf\xC3\xA9 \xE4\xB8\xAD\xE6\x96\x87 123456",
+                        "it's WE'LL they'RE"})
+    EXPECT_EQ(tj->encode(s), tok->encode(s)) << s;
+}
+
+}  // namespace
+}  // namespace vlfront::impl
