@@ -138,13 +138,16 @@ class FusionStage(nn.Module):
         is_img = input_ids == IMAGE_PAD_ID
         flags = is_img.reshape(-1).to(torch.int64)
         number = (torch.cumsum(flags, 0) - flags).reshape(input_ids.shape)
+        # modality_embed[1] is added to the N*196+1 table rows, not to B*S gathered rows, and
+        # position_embed + modality_embed[0] is a constant sum that ONNX Runtime folds at load:
+        # two fewer passes over the [B,S,D] output than the literal formula.
         table = torch.cat([visual_tokens.reshape(-1, d), visual_tokens.new_zeros(1, d)], 0)
+        table = table + self.modality_embed.weight[1]
         zero_row = table.shape[0] - 1
         index = torch.where(is_img, torch.clamp(number, max=zero_row), zero_row)
-        visual = table[index] + self.modality_embed.weight[1]
         ids = torch.clamp(input_ids, 0, self.vocab_rows - 1)
-        text = self.token_embed.weight[ids] + self.position_embed.weight + self.modality_embed.weight[0]
-        return torch.where(is_img.unsqueeze(-1), visual, text)
+        text = self.token_embed.weight[ids] + (self.position_embed.weight + self.modality_embed.weight[0])
+        return torch.where(is_img.unsqueeze(-1), table[index], text)
 
 
 def reference_visual_tokens(front: FrontEnd, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -160,10 +160,14 @@ class Runtime:
         return out, ok, errors
 
     def _images(self, layouts: dict[int, Layout], errors: list, timings: dict) -> dict:
-        """visual tokens + pixels for every image key of the good requests: cache, else decode + patch_embed."""
+        """Visual tokens + pixels per image key of the good requests: from the cache, else decode + patch_embed.
+
+        Each distinct key is decoded once per batch; when that fails, every request holding
+        the key fails with the image's error, and the other requests go on.
+        """
         found: dict = {}
-        todo: dict[bytes, tuple[int, object]] = {}
-        for i, lay in layouts.items():
+        todo: dict[bytes, object] = {}
+        for lay in layouts.values():
             for src in lay.images:
                 if src.key in found or src.key in todo:
                     continue
@@ -171,25 +175,22 @@ class Runtime:
                 if hit is not None:
                     found[src.key] = (hit.visual_tokens, hit.pixel_values)
                 else:
-                    todo[src.key] = (i, src)
+                    todo[src.key] = src
         t0 = time.perf_counter()
-        decoded = list(self._pool.map(_decode, [src for _, src in todo.values()]))
-        pixels = {}
-        for (key, (i, _)), px in zip(todo.items(), decoded):
-            if isinstance(px, Exception):
-                if errors[i] is None:
-                    errors[i] = px if getattr(px, "index", None) == i else RequestError(str(px), i)
-            else:
-                pixels[key] = px
-        # A request whose image failed is out; images of other requests still run.
+        decoded = dict(zip(todo, self._pool.map(_decode, todo.values())))
+        failed = {k: v for k, v in decoded.items() if isinstance(v, Exception)}
+        for i, lay in layouts.items():
+            bad = next((failed[s.key] for s in lay.images if s.key in failed), None)
+            if bad is not None and errors[i] is None:
+                errors[i] = bad if getattr(bad, "index", None) == i else RequestError(_strip_index(bad), i)
+        pixels = {k: v for k, v in decoded.items() if k not in failed}
         t1 = time.perf_counter()
         if pixels:
-            keys = list(pixels)
-            batch = np.stack([pixels[k] for k in keys])
+            batch = np.stack(list(pixels.values()))
             vt = self.runner.infer("patch_embed", {"pixel_values": batch})["visual_tokens"]
-            for k, tokens in zip(keys, vt):
-                found[k] = (tokens, pixels[k])
-                self.cache.put(k, tokens, pixels[k])
+            for (k, px), tokens in zip(pixels.items(), vt):
+                found[k] = (tokens, px)
+                self.cache.put(k, tokens, px)
         timings["decode"] = t1 - t0
         timings["patch_embed"] = time.perf_counter() - t1
         return found
@@ -206,6 +207,14 @@ class Runtime:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _strip_index(e: Exception) -> str:
+    """The message of an error raised for another request, without its 'request N: ' prefix."""
+    text = str(e)
+    index = getattr(e, "index", None)
+    prefix = f"request {index}: "
+    return text[len(prefix):] if index is not None and text.startswith(prefix) else text
 
 
 def _decode(src):

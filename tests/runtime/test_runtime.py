@@ -228,3 +228,11 @@ def test_cli_embed_writes_the_runtime_output(tiny_bundle, tmp_path, capsys, rt):
     np.testing.assert_array_equal(np.load(out), expected)
     assert cli_main(["embed", "--bundle", str(tmp_path / "nope"), "--text", "x"]) == 2
     assert "no manifest.json" in capsys.readouterr().err
+
+
+def test_a_broken_image_shared_by_two_requests_fails_both_and_spares_the_third(rt):
+    broken = b"\xff\xd8\xff\xe0 not really a jpeg"
+    res = rt.embed_each([req(broken, "a"), req("fine"), req("b", broken)])
+    assert isinstance(res[0], RequestError) and res[0].index == 0
+    assert isinstance(res[2], RequestError) and res[2].index == 2 and str(res[2]).startswith("request 2: ")
+    assert res[1].inputs_embeds.shape == (1, 1024, 64)

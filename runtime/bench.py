@@ -1,0 +1,228 @@
+"""`vlfront bench`: the runtime against what a user would write by hand, in the same run.
+
+Workload: scikit-image's rocket.jpg (640x427 JPEG) plus a 64-token Chinese/English
+prompt per request; batches of 1 and 8 distinct images (the same photo with a
+different JPEG comment each, so bytes differ and nothing is cached or deduplicated);
+and a cache-hit run with one repeated image. The baseline is the PyTorch reference
+module in eager fp32, SPEC reference preprocessing (PIL) and Hugging Face
+`tokenizers`. Each side runs in its own process so that peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+PROMPT_SEED = ("请描述这张图片中的火箭，并说明它的用途。Describe the rocket in this photo, its launch pad, "
+               "the weather and what might happen next. 这枚火箭是什么型号？How tall is it? ")
+CASES = (("batch1", 1, False), ("batch8", 8, False), ("cache_hit", 1, True))
+
+
+def _photo_bytes() -> bytes:
+    import skimage
+
+    return (pathlib.Path(skimage.__file__).parent / "data" / "rocket.jpg").read_bytes()
+
+
+def distinct_jpegs(n: int) -> list[bytes]:
+    """The same JPEG n times with a different COM segment: same pixels and decode cost, different bytes."""
+    data = _photo_bytes()
+    out = []
+    for i in range(n):
+        comment = f"vlfront bench image {i}".encode()
+        out.append(data[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + data[2:])
+    return out
+
+
+def prompt_64(tokenizer_encode, decode) -> str:
+    ids = tokenizer_encode(PROMPT_SEED * 4)[:64]
+    return decode(ids)
+
+
+def _request(image, text):
+    return [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": text}]}]
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _summarise(name, side, batch, latencies, stages) -> dict:
+    lat = sorted(latencies)
+    p = lambda q: lat[min(len(lat) - 1, int(round(q * (len(lat) - 1))))]  # noqa: E731
+    row = {"side": side, "case": name, "batch": batch, "iterations": len(lat),
+           "req_per_s": batch / statistics.median(lat), "p50_ms": p(0.5) * 1e3, "p99_ms": p(0.99) * 1e3}
+    for k in ("tokenize", "decode", "patch_embed", "fusion"):
+        row[f"{k}_ms"] = statistics.median(s.get(k, 0.0) for s in stages) * 1e3 if stages else float("nan")
+    return row
+
+
+def _time(fn, iterations: int, warmup: int = 3):
+    for _ in range(warmup):
+        fn()
+    latencies, stages = [], []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        st = fn()
+        latencies.append(time.perf_counter() - t0)
+        stages.append(st or {})
+    return latencies, stages
+
+
+def child_runtime(bundle: str, precision: str, iterations: int) -> list[dict]:
+    from vlfront.runtime import Runtime
+
+    rows = []
+    images = distinct_jpegs(8)
+    with Runtime.load(bundle, precision=precision, cache_bytes=0) as rt:
+        text = prompt_64(rt.tokenizer.encode, rt.tokenizer.decode)
+        tok_lat, _ = _time(lambda: rt.tokenizer.encode(text), iterations * 10)
+        for name, batch, cached in CASES[:2]:
+            reqs = [_request(images[i], text) for i in range(batch)]
+
+            def run():
+                t = rt.embed(reqs).timings
+                return {"tokenize": statistics.median(tok_lat) * batch, **t}
+
+            rows.append(_summarise(name, "vlfront", batch, *_time(run, iterations)))
+    with Runtime.load(bundle, precision=precision) as rt:
+        reqs = [_request(images[0], text)]
+        rows.append(_summarise("cache_hit", "vlfront", 1, *_time(lambda: rt.embed(reqs).timings, iterations)))
+    for r in rows:
+        r["peak_rss_mib"] = _peak_rss_mib()
+        r["tokenize_share"] = r["tokenize_ms"] / r["p50_ms"] if r["case"] != "cache_hit" else float("nan")
+    return rows
+
+
+def child_baseline(bundle: str, iterations: int) -> list[dict]:
+    """What a user writes by hand: PIL + HF tokenizers + the PyTorch reference in eager fp32."""
+    import io
+
+    import torch
+    from PIL import Image, ImageOps
+    from tokenizers import Tokenizer
+
+    from vlfront.config import IM_END_ID, IM_START_ID, IMAGE_PAD_ID, PAD_ID, VISION_END_ID, VISION_START_ID
+    from vlfront.export.reference import FrontEnd, FusionStage, PatchEmbedStage
+    from vlfront.runtime.bundle import Bundle
+
+    b = Bundle.open(bundle)
+    front = FrontEnd(b.config).load(b.path("weights.safetensors"))
+    patch, fusion = PatchEmbedStage(front).eval(), FusionStage(front).eval()
+    tok = Tokenizer.from_file(str(b.path("tokenizer.json")))
+    enc = lambda s: tok.encode(s, add_special_tokens=False).ids  # noqa: E731
+    text = prompt_64(enc, lambda ids: tok.decode(ids))
+    images = distinct_jpegs(8)
+
+    def layout(t):
+        ids = [IM_START_ID] + enc("user\n") + [VISION_START_ID] + [IMAGE_PAD_ID] * 196 + [VISION_END_ID]
+        ids += enc(t) + [IM_END_ID] + enc("\n") + [IM_START_ID] + enc("assistant\n")
+        return ids + [PAD_ID] * (1024 - len(ids))
+
+    def pixels(data):
+        im = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+        return np.asarray(im.resize((224, 224), Image.BICUBIC), np.uint8)
+
+    rows = []
+    with torch.inference_mode():
+        for name, batch, _ in CASES:
+            data = [images[i] for i in range(batch)]
+
+            def run():
+                t0 = time.perf_counter()
+                ids = torch.tensor([layout(text) for _ in data])
+                t1 = time.perf_counter()
+                px = torch.from_numpy(np.stack([pixels(d) for d in data]))
+                t2 = time.perf_counter()
+                vt = patch(px)
+                t3 = time.perf_counter()
+                fusion(ids, vt)
+                return {"tokenize": t1 - t0, "decode": t2 - t1, "patch_embed": t3 - t2,
+                        "fusion": time.perf_counter() - t3}
+
+            rows.append(_summarise(name, "baseline", batch, *_time(run, iterations)))
+    for r in rows:
+        r["peak_rss_mib"] = _peak_rss_mib()
+        r["tokenize_share"] = r["tokenize_ms"] / r["p50_ms"]
+    return rows
+
+
+def _child(kind: str, bundle: str, precision: str, iterations: int) -> list[dict]:
+    cmd = [sys.executable, "-m", "vlfront.runtime.bench", kind, bundle, precision, str(iterations)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    if r.returncode != 0:
+        from vlfront.errors import VlfrontError
+
+        raise VlfrontError(f"bench {kind} process failed:\n{r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def run_bench(bundle: str, out_dir: str, precision: str = "fp32", iterations: int = 30) -> list[dict]:
+    """Run both sides, print one table, save CSV + Parquet + PNG under out_dir. Returns the rows."""
+    print(f"[bench] baseline (PyTorch eager fp32 + PIL + HF tokenizers), {iterations} iterations ...", file=sys.stderr)
+    base = _child("baseline", bundle, precision, iterations)
+    print(f"[bench] vlfront runtime ({precision}) ...", file=sys.stderr)
+    ours = _child("runtime", bundle, precision, iterations)
+    by_case = {r["case"]: r for r in base}
+    for r in ours + base:
+        r["speedup_vs_baseline"] = r["req_per_s"] / by_case[r["case"]]["req_per_s"]
+        r["precision"] = precision if r["side"] == "vlfront" else "fp32"
+    rows = ours + base
+    _print_table(rows)
+    _save(rows, pathlib.Path(out_dir), precision)
+    return rows
+
+
+def _print_table(rows: list[dict]) -> None:
+    cols = ["side", "case", "req_per_s", "p50_ms", "p99_ms", "tokenize_ms", "decode_ms", "patch_embed_ms",
+            "fusion_ms", "tokenize_share", "peak_rss_mib", "speedup_vs_baseline"]
+    print(" | ".join(f"{c:>14}" for c in cols))
+    for r in rows:
+        print(" | ".join(f"{r[c]:>14.3f}" if isinstance(r[c], float) else f"{str(r[c]):>14}" for c in cols))
+
+
+def _save(rows: list[dict], out: pathlib.Path, precision: str) -> None:
+    import polars as pl
+
+    out.mkdir(parents=True, exist_ok=True)
+    df = pl.DataFrame(rows)
+    df.write_csv(out / f"bench-{precision}.csv")
+    df.write_parquet(out / f"bench-{precision}.parquet")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    cases = [c for c, _, _ in CASES]
+    for ax, metric, title in ((axes[0], "req_per_s", "throughput (req/s, higher is better)"),
+                              (axes[1], "p99_ms", "p99 latency per batch (ms, lower is better)")):
+        for k, side in enumerate(("baseline", "vlfront")):
+            vals = [next(r[metric] for r in rows if r["side"] == side and r["case"] == c) for c in cases]
+            ax.bar(np.arange(len(cases)) + k * 0.4, vals, 0.4, label=side)
+        ax.set_xticks(np.arange(len(cases)) + 0.2, cases)
+        ax.set_title(title, fontsize=9)
+        ax.legend()
+    fig.suptitle(f"vlfront bench ({precision}) vs PyTorch eager baseline")
+    fig.tight_layout()
+    fig.savefig(out / f"bench-{precision}.png", dpi=100)
+
+
+def bench_command(args) -> None:
+    run_bench(args.bundle, args.out, args.precision, args.iterations)
+
+
+if __name__ == "__main__":
+    kind, bundle, precision, iterations = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    rows = child_runtime(bundle, precision, iterations) if kind == "runtime" else child_baseline(bundle, iterations)
+    print(json.dumps(rows))
