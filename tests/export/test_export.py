@@ -19,7 +19,7 @@ from vlfront.runtime.bundle import Bundle
 # Ops TensorRT 10's ONNX parser supports; no ScatterND-style data-dependent writes.
 TRT_OPS = {"Transpose", "Cast", "Constant", "Div", "Sub", "Conv", "Shape", "Slice", "Concat", "Reshape", "Add",
            "Equal", "CumSum", "Gather", "Unsqueeze", "Where", "Clip", "Mul", "ConstantOfShape", "Expand",
-           "Squeeze", "Flatten", "MatMul", "Min", "Max"}
+           "Squeeze", "Flatten", "MatMul", "Min", "Max", "Range"}
 
 
 def _session(bundle, graph):
