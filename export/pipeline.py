@@ -66,9 +66,23 @@ def _sources(config: Config, weights, tokenizer, ranks) -> dict[str, str]:
     return src
 
 
+def _code_digest() -> str:
+    """sha256 over the sources that decide what an export writes, so a changed exporter rebuilds."""
+    import vlfront
+    import vlfront.calibration
+    import vlfront.export
+
+    h = hashlib.sha256()
+    for pkg in (vlfront, vlfront.export, vlfront.calibration):
+        folder = pathlib.Path(pkg.__file__).parent
+        for path in sorted(folder.glob("*.py")):
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 def _fingerprint(preset: str, config: Config, sources: dict, tools: dict, calibrate: bool) -> str:
     blob = json.dumps({"preset": preset, "config": config.to_dict(), "sources": sources, "tools": tools,
-                       "calibrate": calibrate}, sort_keys=True)
+                       "calibrate": calibrate, "code": _code_digest()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

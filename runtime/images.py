@@ -3,12 +3,12 @@
 An `ImageSource` is built from the value of a request's image item and does
 two things:
 
-* `key` — a 32-byte BLAKE2b digest of exactly what the decoder will consume,
+* `key` — a 32-byte SHA-256 digest of exactly what the decoder will consume,
   so that a shared visual-token cache can look an image up without decoding
   it. Encoded data (a file path or bytes) is hashed as its file bytes; pixel
   data (a PIL image or a uint8 array) as its RGB pixels and size. The hash
   input is a fixed tag followed by length-determined fields, so two different
-  inputs can only share a key by a BLAKE2b collision.
+  inputs can only share a key by a SHA-256 collision.
 * `decode()` — the reference preprocessing, returning uint8 [S, S, 3]:
 
       im = PIL.ImageOps.exif_transpose(PIL.Image.open(src)).convert("RGB")
@@ -221,7 +221,7 @@ class ImageSource:
         return Image.fromarray(np.array(arr, dtype=np.uint8, order="C", copy=True))
 
     def _digest(self) -> bytes:
-        h = hashlib.blake2b(digest_size=32)
+        h = hashlib.sha256()  # SHA-NI makes it ~30% faster than blake2b here
         if self._data is not None:
             h.update(_TAG_ENCODED)
             h.update(self._data)
