@@ -1,0 +1,57 @@
+// Image preprocessing (SPEC §1.4): decode JPEG/PNG, EXIF orientation, RGB,
+// and PIL's BICUBIC resize, so that a C++ server gets the pixels the Python
+// reference gets:
+//
+//     im = PIL.ImageOps.exif_transpose(PIL.Image.open(src)).convert("RGB")
+//     pixel_values = np.asarray(im.resize((224, 224), PIL.Image.BICUBIC), np.uint8)
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace vlfront::impl {
+
+// Limits on untrusted images; the same defaults as Python's ImageLimits.
+struct ImageLimits {
+  size_t max_bytes = size_t{64} << 20;
+  int64_t max_pixels = 64000000;
+  int64_t max_side = 32768;
+  bool allow_paths = true;
+};
+
+// RGB pixels, row-major HWC, rows packed.
+struct RgbImage {
+  int64_t width = 0;
+  int64_t height = 0;
+  std::vector<uint8_t> pixels;
+};
+
+// Decodes JPEG or PNG bytes to RGB with the EXIF/XMP orientation applied (as
+// exif_transpose + convert("RGB")). Dimensions are checked against `limits`
+// from the header, before any pixel is decoded. Raises Error(VLF_ERR_IMAGE)
+// with the reason (the caller adds which image of which request).
+RgbImage decode_image(const uint8_t* data, size_t len, const ImageLimits& limits);
+
+// Checks width/height against the limits; raises Error(VLF_ERR_IMAGE).
+void check_image_dims(int64_t width, int64_t height, const ImageLimits& limits);
+
+// PIL's Image.resize(..., BICUBIC) for RGB uint8: two separable passes
+// (horizontal first) with PIL's coefficients in 22-bit fixed point and its
+// rounding, an 8-bit intermediate, and no pass along an axis that keeps its size.
+// src rows are `src_stride` bytes apart; dst is out_h x out_w x 3, packed.
+void resize_bicubic(const uint8_t* src, int64_t width, int64_t height, int64_t src_stride, int out_w, int out_h,
+                    uint8_t* dst);
+
+// PIL's Image.transpose for an EXIF orientation 2..8 (others: unchanged).
+void apply_orientation(RgbImage& image, int orientation);
+
+// The Orientation (tag 274) of IFD0 in an EXIF block (with or without the
+// "Exif\0\0" prefix); 1 when absent or unreadable.
+int exif_orientation(const uint8_t* data, size_t len);
+// PIL's fallback: `tiff:Orientation(="|>)([0-9])` in an XMP packet; 0 when absent.
+int xmp_orientation(std::string_view xmp);
+
+}  // namespace vlfront::impl
