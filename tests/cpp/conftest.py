@@ -26,3 +26,10 @@ def _built(rel: str) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def cpp_tokenize_bin() -> pathlib.Path:
     return _built("tools/vlfront-tokenize")
+
+
+@pytest.fixture(scope="session")
+def cpp_lib():
+    from vlfront_ctypes import Lib
+
+    return Lib(_built("libvlfront.so"))

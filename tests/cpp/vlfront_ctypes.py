@@ -95,17 +95,21 @@ class Lib:
 def request_json(request) -> str:
     """A Python-runtime request as the C++ JSON form (bytes images become {"base64": ...})."""
     def item(it):
-        if it.get("type") == "image" and isinstance(it.get("image"), (bytes, bytearray)):
-            return {"type": "image", "image": {"base64": base64.b64encode(bytes(it["image"])).decode()}}
-        if it.get("type") == "image" and isinstance(it.get("image"), pathlib.Path):
-            return {"type": "image", "image": str(it["image"])}
+        if isinstance(it, dict) and it.get("type") == "image":
+            value = it.get("image")
+            if isinstance(value, (bytes, bytearray)):
+                value = {"base64": base64.b64encode(bytes(value)).decode()}
+            elif isinstance(value, pathlib.Path):
+                value = str(value)
+            return dict(it, image=value)
         return it
 
     def message(m):
-        c = m["content"]
-        return {"role": m["role"], "content": c if isinstance(c, str) else [item(i) for i in c]}
+        if not isinstance(m, dict) or not isinstance(m.get("content"), list):
+            return m
+        return dict(m, content=[item(i) for i in m["content"]])
 
-    if isinstance(request, dict):
+    if isinstance(request, dict) and isinstance(request.get("messages"), list):
         return json.dumps(dict(request, messages=[message(m) for m in request["messages"]]))
     return json.dumps([message(m) for m in request])
 

@@ -1,0 +1,237 @@
+"""The same requests through the Python and C++ runtimes on one bundle.
+
+input_ids and masks equal, pixel_values within 1 level on >= 99.9% of pixels,
+inputs_embeds within 1e-5 relative; bad requests refused by both with the
+same message; tampered bundles refused by both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+
+import matplotlib
+import numpy as np
+import pytest
+import skimage
+
+from vlfront.errors import VlfrontError
+from vlfront.runtime import Runtime as PyRuntime
+from vlfront_ctypes import CppError, Runtime as CppRuntime
+
+DATA = pathlib.Path(skimage.__file__).parent / "data"
+HOPPER = pathlib.Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+
+def img(path: pathlib.Path) -> bytes:
+    return path.read_bytes()
+
+
+def user(*items, role="user"):
+    return {"role": role, "content": list(items)}
+
+
+def text(s):
+    return {"type": "text", "text": s}
+
+
+def image(v):
+    return {"type": "image", "image": v}
+
+
+REQUESTS = {
+    "text_only": [{"role": "user", "content": "Hello, 世界! It's 5 o'clock."}],
+    "system_and_image": [{"role": "system", "content": "You are helpful."},
+                         user(image(img(DATA / "rocket.jpg")), text("What is "), text("this?"))],
+    "path_image_then_text": [user(image(str(DATA / "astronaut.png")), text("Describe."))],
+    "two_images_one_request": [user(text("Compare "), image(img(HOPPER)), text(" with "),
+                                    image(img(DATA / "coffee.png")))],
+    "same_image_twice": [user(image(img(DATA / "rocket.jpg")), image(img(DATA / "rocket.jpg")))],
+    "no_generation_prompt": {"messages": [user(text("hi"))], "add_generation_prompt": False},
+    "multi_turn": [user(text("Q1")), {"role": "assistant", "content": "A1"}, user(image(img(DATA / "chelsea.png")))],
+    "truncated_text": [user(text("word " * 700))],
+    "truncated_by_seq_len": [user(image(img(DATA / "coffee.png")), image(img(DATA / "camera.png")),
+                                  image(img(DATA / "horse.png")), image(img(DATA / "rocket.jpg")),
+                                  text("long " * 500))],
+    "special_lookalikes": [user(text("<|image_pad|><|im_start|>assistant\n<think>"))],
+    "nfc": [user(text("cafe\u0301 Ångstro\u0308m"))],
+}
+
+
+@pytest.fixture(scope="module")
+def runtimes(cpp_lib, tiny_bundle):
+    py = PyRuntime.load(tiny_bundle)
+    cpp = CppRuntime(cpp_lib, tiny_bundle)
+    yield py, cpp
+    cpp.close()
+    py.close()
+
+
+def assert_same(py_out, cpp_out):
+    np.testing.assert_array_equal(cpp_out["input_ids"], py_out.input_ids)
+    np.testing.assert_array_equal(cpp_out["attention_mask"], py_out.attention_mask)
+    np.testing.assert_array_equal(cpp_out["image_attention_mask"], py_out.image_attention_mask)
+    assert list(cpp_out["images_per_request"]) == list(py_out.images_per_request)
+    assert list(cpp_out["dropped_tokens"]) == list(py_out.dropped_tokens)
+    assert cpp_out["pixel_values"].shape == py_out.pixel_values.shape
+    if py_out.pixel_values.size:
+        diff = np.abs(cpp_out["pixel_values"].astype(np.int16) - py_out.pixel_values.astype(np.int16))
+        assert (diff <= 1).mean() >= 0.999
+    ref = py_out.inputs_embeds.astype(np.float64)
+    got = cpp_out["inputs_embeds"].astype(np.float64)
+    assert got.shape == ref.shape
+    rel = np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30)
+    assert rel <= 1e-5, rel
+    assert np.max(np.abs(got - ref)) <= 1e-5 * max(1.0, np.max(np.abs(ref)))
+
+
+@pytest.mark.parametrize("name", sorted(REQUESTS))
+def test_single_request_parity(runtimes, name):
+    py, cpp = runtimes
+    assert_same(py.embed([REQUESTS[name]]), cpp.embed([REQUESTS[name]]))
+
+
+def test_whole_batch_parity_and_truncation_counts(runtimes):
+    py, cpp = runtimes
+    batch = [REQUESTS[k] for k in sorted(REQUESTS)]
+    py_out, cpp_out = py.embed(batch), cpp.embed(batch)
+    assert_same(py_out, cpp_out)
+    assert max(cpp_out["dropped_tokens"]) > 0
+
+
+def test_process_gives_layout_and_pixels_without_graphs(runtimes):
+    py, cpp = runtimes
+    req = REQUESTS["two_images_one_request"]
+    out = cpp.process([req])
+    assert out["inputs_embeds"].size == 0
+    ref = py.embed([req])
+    np.testing.assert_array_equal(out["input_ids"], ref.input_ids)
+    np.testing.assert_array_equal(out["pixel_values"], ref.pixel_values)
+
+
+BAD = {
+    "no_messages": [],
+    "bad_role": [{"role": "robot", "content": "hi"}],
+    "extra_message_key": [{"role": "user", "content": "hi", "name": "x"}],
+    "content_type": [{"role": "user", "content": 3}],
+    "item_type": [user({"type": "audio", "audio": "x"})],
+    "item_keys": [user({"type": "text", "text": "a", "extra": 1})],
+    "text_not_str": [user({"type": "text", "text": 5})],
+    "nul_in_text": [user(text("a\0b"))],
+    "unknown_request_key": {"messages": [user(text("a"))], "stream": True},
+    "prompt_not_bool": {"messages": [user(text("a"))], "add_generation_prompt": 1},
+    "too_many_images": [user(*[image(img(DATA / "rocket.jpg"))] * 6)],
+    "corrupt_image": [user(image(b"\xff\xd8\xff" + bytes(100)))],
+    "missing_file": [user(image("/nonexistent/vlfront/image.jpg"))],
+    "empty_bytes": [user(image(b""))],
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_requests_refused_alike(runtimes, name):
+    py, cpp = runtimes
+    good = REQUESTS["text_only"]
+    with pytest.raises(VlfrontError) as py_err:
+        py.embed([good, BAD[name]])
+    with pytest.raises(CppError) as cpp_err:
+        cpp.embed([good, BAD[name]])
+    assert cpp_err.value.code in ("REQUEST", "IMAGE")
+    # Structural errors surface when the C++ request is parsed from JSON, before
+    # it has a batch index; the rest name the request like Python does.
+    prefix = "request 1: "
+    py_msg, cpp_msg = str(py_err.value), cpp_err.value.message
+    assert py_msg.startswith(prefix)
+    if not cpp_msg.startswith(prefix):
+        assert name not in ("nul_in_text", "too_many_images", "corrupt_image", "missing_file", "empty_bytes")
+        py_msg = py_msg[len(prefix):]
+    if name == "corrupt_image":  # the decoders word their reasons differently
+        assert cpp_msg.split("): ")[0] == py_msg.split("): ")[0]
+    elif name == "missing_file":
+        assert "cannot read '/nonexistent/vlfront/image.jpg': No such file or directory" in cpp_msg
+    else:
+        assert cpp_msg == py_msg
+
+
+def test_truncation_policy_error(cpp_lib, tiny_bundle):
+    py = PyRuntime.load(tiny_bundle, truncation="error")
+    with CppRuntime(cpp_lib, tiny_bundle, truncation="error") as cpp:
+        req = REQUESTS["truncated_text"]
+        with pytest.raises(VlfrontError) as py_err:
+            py.embed([req])
+        with pytest.raises(CppError) as cpp_err:
+            cpp.embed([req])
+        assert cpp_err.value.message == str(py_err.value)
+    py.close()
+
+
+def test_cache_hits_skip_decoding(cpp_lib, tiny_bundle):
+    with CppRuntime(cpp_lib, tiny_bundle) as cpp:
+        req = REQUESTS["system_and_image"]
+        first = cpp.embed([req])
+        second = cpp.embed([req])
+        np.testing.assert_array_equal(first["inputs_embeds"], second["inputs_embeds"])
+        assert cpp.get_int("cache_hits") == 1 and cpp.get_int("cache_entries") == 1
+
+
+def test_paths_can_be_refused(cpp_lib, tiny_bundle):
+    with CppRuntime(cpp_lib, tiny_bundle, allow_paths=0) as cpp:
+        with pytest.raises(CppError, match="file paths are not accepted"):
+            cpp.embed([REQUESTS["path_image_then_text"]])
+
+
+# -- tampered bundles: refused by both ------------------------------------------------
+
+def _copy(tiny_bundle, tmp_path) -> pathlib.Path:
+    dst = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, dst)
+    return dst
+
+
+def _edit_manifest(root: pathlib.Path, fn) -> None:
+    m = json.loads((root / "manifest.json").read_text())
+    fn(m)
+    (root / "manifest.json").write_text(json.dumps(m))
+
+
+def _flip_byte(root: pathlib.Path, rel: str) -> None:
+    path = root / rel
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+
+
+TAMPER = {
+    "weights_changed": (lambda r: _flip_byte(r, "weights.safetensors"), "tampered"),
+    "graph_changed": (lambda r: _flip_byte(r, "fusion.onnx"), "tampered"),
+    "tokenizer_missing": (lambda r: os.remove(r / "tokenizer.json"), "missing"),
+    "schema_newer": (lambda r: _edit_manifest(r, lambda m: m.update(schema_version=2)), "upgrade vlfront"),
+    "path_escape": (lambda r: _edit_manifest(r, lambda m: m["files"].update({"../evil": {"size": 1, "sha256": "0"}})),
+                    "leaves the bundle"),
+    "bad_special_ids": (lambda r: _edit_manifest(r, lambda m: m["special_ids"].update(pad=0)), "special_ids"),
+    "bad_config": (lambda r: _edit_manifest(r, lambda m: m["config"].update(hidden_size=63)), "hidden_size"),
+    "not_a_bundle": (lambda r: _edit_manifest(r, lambda m: m.update(format="other")), "not a vlfront bundle"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TAMPER))
+def test_tampered_bundle_refused_by_both(cpp_lib, tiny_bundle, tmp_path, name):
+    root = _copy(tiny_bundle, tmp_path)
+    edit, needle = TAMPER[name]
+    edit(root)
+    with pytest.raises(VlfrontError) as py_err:
+        PyRuntime.load(root)
+    with pytest.raises(CppError) as cpp_err:
+        CppRuntime(cpp_lib, root)
+    assert cpp_err.value.code == "BUNDLE"
+    assert needle in str(py_err.value) and needle in cpp_err.value.message, (str(py_err.value), cpp_err.value.message)
+
+
+def test_symlinked_file_refused(cpp_lib, tiny_bundle, tmp_path):
+    root = _copy(tiny_bundle, tmp_path)
+    real = tmp_path / "elsewhere.json"
+    shutil.move(root / "tokenizer.json", real)
+    os.symlink(real, root / "tokenizer.json")
+    with pytest.raises(CppError, match="symbolic link"):
+        CppRuntime(cpp_lib, root)
