@@ -1,0 +1,148 @@
+"""TensorRT engines for a bundle: `vlfront engines` and `build_engines`.
+
+One engine per ONNX file the manifest serves (fp32, the INT8 Q/DQ graph, the
+FP16 graphs; the int8 precision's fusion is the fp32 file, so it shares that
+engine), each built as a strongly typed network (`STRONGLY_TYPED`: precisions
+come from the graph's own types and Q/DQ nodes, no FP16/INT8 builder flags,
+which TensorRT 11 removed) through the ONNX parser, with one optimisation
+profile over the batch, and a timing cache kept in `engines/timing.cache` so
+rebuilds reuse the tactic timings. Each engine's metadata (TensorRT version,
+GPU, compute capability, precision, ONNX file and sha256, profile) goes into
+the manifest `engines` section, which the TensorRT backend checks at load.
+
+Written against the documented TensorRT 10.x Python API and NOT verified on a
+GPU in this repository (no TensorRT here): run `make gpu-check` where one is.
+Without tensorrt or a CUDA GPU it prints one line saying why it skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+from vlfront.calibration.manifest import write_listed, write_manifest
+from vlfront.errors import EngineError
+from vlfront.runtime.backends.tensorrt import (ENGINE_DIR, TIMING_CACHE, engine_key, environment, plan_path,
+                                               validate_entry)
+from vlfront.runtime.bundle import Bundle
+
+WORKSPACE_BYTES = 2 << 30
+
+
+def profiles(config, min_batch: int, opt_batch: int, max_batch: int) -> dict[str, dict]:
+    """Optimisation profile per graph: {input: {"min", "opt", "max"}} (batch = images or requests).
+
+    The fusion graph's visual_tokens may be empty (a text-only batch) and holds at most as many images as
+    fit in max_batch requests of max_seq_len tokens.
+    """
+    if not 1 <= min_batch <= opt_batch <= max_batch:
+        raise EngineError(f"batch sizes min={min_batch}, opt={opt_batch}, max={max_batch}: need 1 <= min <= opt <= max")
+    size, tpi, d, seq = config.image_size, config.tokens_per_image, config.hidden_size, config.max_seq_len
+    per_request = seq // (tpi + 2)
+    return {
+        "patch_embed": {"pixel_values": {"min": [min_batch, size, size, 3], "opt": [opt_batch, size, size, 3],
+                                         "max": [max_batch, size, size, 3]}},
+        "fusion": {"input_ids": {"min": [min_batch, seq], "opt": [opt_batch, seq], "max": [max_batch, seq]},
+                   "visual_tokens": {"min": [0, tpi, d], "opt": [opt_batch, tpi, d],
+                                     "max": [max_batch * per_request, tpi, d]}},
+    }
+
+
+def served_files(manifest: dict) -> dict[str, tuple[str, str]]:
+    """{onnx file: (graph, precision)} for every variant the manifest serves (a shared file once)."""
+    out = {}
+    for graph, variants in sorted(manifest["graphs"].items()):
+        for precision in ("fp32", "int8", "fp16"):
+            entry = variants.get(precision)
+            if entry and entry["file"] not in out:
+                out[entry["file"]] = (graph, precision)
+    return out
+
+
+def _build_one(trt, logger, cache_holder: dict, onnx_path: pathlib.Path, profile: dict) -> bytes:
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(os.fspath(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineError(f"{onnx_path.name}: the TensorRT ONNX parser refused it: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    opt = builder.create_optimization_profile()
+    for name, dims in profile.items():
+        opt.set_shape(name, dims["min"], dims["opt"], dims["max"])
+    config.add_optimization_profile(opt)
+    if cache_holder.get("cache") is None:
+        cache_holder["cache"] = config.create_timing_cache(cache_holder.get("bytes", b""))
+    config.set_timing_cache(cache_holder["cache"], ignore_mismatch=False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise EngineError(f"{onnx_path.name}: TensorRT could not build an engine (see the TensorRT log above)")
+    return bytes(plan)
+
+
+def build_engines(bundle_dir, *, min_batch: int = 1, opt_batch: int = 8, max_batch: int = 32,
+                  progress=None) -> dict | None:
+    """Build an engine for every ONNX variant the bundle serves and record them in the manifest.
+
+    Returns:
+        The manifest's new `engines` section, or None when skipped (no tensorrt or no CUDA GPU; one line says why).
+    Raises:
+        EngineError: bad batch sizes, or the parser/builder refused a graph (the bundle keeps its old engines).
+    """
+    say = progress.say if progress else (lambda text: print(text, file=sys.stderr, flush=True))
+    root = pathlib.Path(bundle_dir)
+    bundle = Bundle.open(root)
+    try:
+        env = environment()
+    except EngineError as e:
+        say(f"[engines] skipped: {e}")
+        return None
+    import tensorrt as trt
+
+    shapes = profiles(bundle.config, min_batch, opt_batch, max_batch)
+    files = served_files(bundle.manifest)
+    (root / ENGINE_DIR).mkdir(exist_ok=True)
+    cache_file = root / TIMING_CACHE
+    holder = {"bytes": cache_file.read_bytes() if cache_file.is_file() else b""}
+    logger = trt.Logger(trt.Logger.WARNING)
+    entries, staged = {}, []
+    try:
+        for onnx_file, (graph, precision) in files.items():
+            say(f"[engines] {onnx_file} -> {plan_path(onnx_file)} ({precision}, batch {min_batch}/{opt_batch}/{max_batch})")
+            onnx_path = bundle.path(onnx_file)
+            for rel in bundle.graph(graph, precision).get("external_data", []):
+                bundle.path(rel)
+            plan = _build_one(trt, logger, holder, onnx_path, shapes[graph])
+            tmp = root / (plan_path(onnx_file) + ".tmp")
+            tmp.write_bytes(plan)
+            staged.append(tmp)
+            key = engine_key(onnx_file)
+            entries[key] = validate_entry(key, {
+                "file": plan_path(onnx_file), "graph": graph, "precision": precision, "onnx": onnx_file,
+                "onnx_sha256": bundle.manifest["files"][onnx_file]["sha256"], "tensorrt": env["tensorrt"],
+                "gpu": env["gpu"], "compute_capability": env["compute_capability"], "profile": shapes[graph],
+                "strongly_typed": True, "timing_cache": TIMING_CACHE})
+        manifest = dict(bundle.manifest)
+        old = {e.get("file") for e in (manifest.get("engines") or {}).values() if isinstance(e, dict)}
+        manifest["engines"] = {}
+        manifest["files"] = {rel: e for rel, e in manifest["files"].items() if rel not in old}
+        write_listed(root, manifest)  # stop listing the old plans before they are replaced
+        for tmp in staged:
+            os.replace(tmp, tmp.with_suffix(""))
+        if holder.get("cache") is not None:
+            cache_file.write_bytes(bytes(holder["cache"].serialize()))
+        manifest["engines"] = entries
+        write_manifest(root, manifest)
+    finally:
+        for tmp in staged:
+            tmp.unlink(missing_ok=True)
+    say(f"[engines] {len(entries)} engine(s) for TensorRT {env['tensorrt']} on {env['gpu']} "
+        f"(compute capability {env['compute_capability']})")
+    return entries
+
+
+def engines_command(args) -> None:
+    """`vlfront engines --bundle DIR [--min-batch 1] [--opt-batch 8] [--max-batch 32]`."""
+    build_engines(args.bundle, min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch)
