@@ -151,10 +151,15 @@ void read_image_file(ImageSource& src, const ImageLimits& limits) {
                  num(static_cast<int64_t>(limits.max_bytes)) + " (max_image_bytes); downscale or recompress it");
   };
   check_size(static_cast<size_t>(st.st_size));
+  // Read to EOF (the file may have grown since fstat), never past max_bytes + 1.
   std::vector<uint8_t>& buf = src.file_bytes;
-  buf.resize(limits.max_bytes + 1);  // the file may have grown since fstat
+  buf.resize(static_cast<size_t>(st.st_size) + 1);
   size_t got = 0;
-  while (got < buf.size()) {
+  for (;;) {
+    if (got == buf.size()) {
+      if (buf.size() > limits.max_bytes) break;
+      buf.resize(std::min(buf.size() * 2, limits.max_bytes + 1));
+    }
     const ssize_t r = ::read(fd, buf.data() + got, buf.size() - got);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) throw fail("cannot read " + shown + ": " + std::strerror(errno));
@@ -162,7 +167,6 @@ void read_image_file(ImageSource& src, const ImageLimits& limits) {
     got += static_cast<size_t>(r);
   }
   buf.resize(got);
-  buf.shrink_to_fit();
   check_size(got);
 }
 
