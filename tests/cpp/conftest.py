@@ -33,3 +33,8 @@ def cpp_lib():
     from vlfront_ctypes import Lib
 
     return Lib(_built("libvlfront.so"))
+
+
+@pytest.fixture(scope="session")
+def cpp_http_server_bin() -> pathlib.Path:
+    return _built("examples/vlfront-http-server")

@@ -391,6 +391,17 @@ vlf_status* vlf_batcher_embed(vlf_batcher* b, const vlf_request* request, vlf_em
     *out = e.release();
   });
 }
+vlf_status* vlf_batcher_get_int(const vlf_batcher* b, const char* key, int64_t* out) {
+  return guarded([&] {
+    require(b, "batcher");
+    require(key, "key");
+    require(out, "out");
+    const std::string k = key;
+    if (k == "requests") *out = b->batcher->requests();
+    else if (k == "batches") *out = b->batcher->batches();
+    else throw Error(VLF_ERR_INVALID_ARGUMENT, "unknown key '" + k + "'; known: requests, batches");
+  });
+}
 void vlf_batcher_destroy(vlf_batcher* b) { delete b; }
 
 }  // extern "C"

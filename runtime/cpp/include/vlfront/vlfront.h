@@ -195,6 +195,8 @@ VLF_API vlf_status* vlf_batcher_create(vlf_runtime* runtime, size_t max_batch, i
  * request fails alone. request: borrowed. out: owned, B = 1.
  * VLF_ERR_QUEUE_FULL when max_queue requests are already waiting. */
 VLF_API vlf_status* vlf_batcher_embed(vlf_batcher* batcher, const vlf_request* request, vlf_embeddings** out);
+/* Counters: "requests", "batches" (served so far). key: borrowed. */
+VLF_API vlf_status* vlf_batcher_get_int(const vlf_batcher* batcher, const char* key, int64_t* out);
 VLF_API void vlf_batcher_destroy(vlf_batcher* batcher);
 
 #ifdef __cplusplus

@@ -247,6 +247,11 @@ class Batcher {
     detail::check(vlf_batcher_embed(h_.get(), request.get(), &e));
     return Embeddings(e);
   }
+  int64_t get_int(const std::string& key) const {
+    int64_t v = 0;
+    detail::check(vlf_batcher_get_int(h_.get(), key.c_str(), &v));
+    return v;
+  }
 
  private:
   using Owned = detail::Handle<vlf_batcher, vlf_batcher_destroy>;
