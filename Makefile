@@ -67,6 +67,8 @@ cpp-asan: cpp
 	  -DVLFRONT_BUILD_EXAMPLES=OFF > $(CPP_DEPS)/configure-asan.log || { cat $(CPP_DEPS)/configure-asan.log; exit 1; }
 	cmake --build $(CPP_BUILD)-asan -j2
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir $(CPP_BUILD)-asan --output-on-failure -j2
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" ASAN_OPTIONS=detect_leaks=0 \
+	  VLFRONT_CPP_BUILD=$(CPP_BUILD)-asan $(BIN)/python -m pytest -q tests/cpp/test_image_parity.py tests/cpp/test_runtime_parity.py
 
 clean:
 	rm -rf build
