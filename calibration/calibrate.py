@@ -21,6 +21,7 @@ import sys
 import time
 
 import numpy as np
+import onnx
 
 from vlfront.calibration import data as cdata
 from vlfront.calibration import gate, graphs, quantize, report
@@ -33,9 +34,10 @@ PRECISIONS = ("int8", "fp16")
 FILES = {("patch_embed", "int8"): "patch_embed.int8.onnx", ("patch_embed", "fp16"): "patch_embed.fp16.onnx",
          ("fusion", "fp16"): "fusion.fp16.onnx"}
 REWRITE_MAX_REL = 1e-5
-FUSION_INT8 = ("not quantized: the fusion graph is gathers, a CumSum and adds, with no matrix product for int8 "
-               "to speed up; int8 embedding tables would be a second copy of the weights (vocab_rows x D bytes) "
-               "that costs accuracy. The int8 precision serves the fp32 fusion graph.")
+FUSION_INT8 = ("not quantized: the fusion graph is gathers and adds, with no matrix product for int8 to speed "
+               "up. Measured on the default preset (docs/calibration.md): int8 tables pass the gate but ONNX "
+               "Runtime CPU dequantizes the whole token table on every call (about 10x slower than fp32) and "
+               "the file adds a second, int8 copy of the tables (120 MB). The int8 precision serves fusion.onnx.")
 FP16 = ("every float initializer, constant and Cast to float in FP16 (values beyond +-65504 clamped); inputs "
         "and outputs keep their fp32 names and dtypes (Cast at the edges); patch_embed from the "
         "quantization-ready rewrite, fusion from fusion.onnx")
@@ -77,8 +79,6 @@ def calibrate_bundle(bundle_dir: str | os.PathLike, *, data: str | os.PathLike |
         >>> section["precisions"]["int8"]["shipped"]
         True
     """
-    import onnx
-
     progress = progress or _Printer()
     thresholds = gate.Thresholds(mean_cosine, min_cosine).validate()
     if method not in quantize.METHODS:
@@ -100,24 +100,28 @@ def calibrate_bundle(bundle_dir: str | os.PathLike, *, data: str | os.PathLike |
     written: list[pathlib.Path] = []
     try:
         section = _calibrate(root, bundle, manifest, fp32, cset, calib_px, held_px, method, thresholds, progress,
-                             written, onnx)
+                             written)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
         raise
+    _say_verdicts(section, progress)
+    return section
+
+
+def _say_verdicts(section: dict, progress) -> None:
     for precision, v in section["precisions"].items():
         files = sorted({section["variants"][g][precision]["file"] for g in GRAPHS})
         e2e = section["figures"][precision].get("end_to_end/inputs_embeds[image tokens]", {})
         if v["shipped"]:
             progress.say(f"[calibrate] {precision}: shipped ({', '.join(files)}); end to end on image tokens: "
-                         f"cosine mean {e2e.get('cosine_mean', float('nan')):.6f}, "
-                         f"min {e2e.get('cosine_min', float('nan')):.6f}")
+                         f"cosine mean {e2e.get('cosine_mean', float('nan')):.7f}, "
+                         f"min {e2e.get('cosine_min', float('nan')):.7f}")
         else:
             progress.say(f"[calibrate] {precision}: NOT shipped: {'; '.join(v['failures'])}")
-    return section
 
 
-def _calibrate(root, bundle, manifest, fp32, cset, calib_px, held_px, method, thresholds, progress, written, onnx):
+def _calibrate(root, bundle, manifest, fp32, cset, calib_px, held_px, method, thresholds, progress, written):
     config = bundle.config
     with progress.step("rewrite: quantization-ready patch_embed, checked against fp32"):
         prepared = graphs.prepare_patch_embed(graphs.load_inline(root / fp32["patch_embed"]["file"]), config)
@@ -128,13 +132,12 @@ def _calibrate(root, bundle, manifest, fp32, cset, calib_px, held_px, method, th
         qinfo = quantize.quantize_patch_embed(prepared, calib_px, path, method)
         onnx.checker.check_model(os.fspath(path), full_check=True)
     with progress.step("fp16: patch_embed and fusion"):
-        for graph, model in (("patch_embed", prepared), ("fusion", None)):
+        for graph in GRAPHS:
             path = root / FILES[(graph, "fp16")]
             written.append(path)
-            model = model or graphs.load_inline(root / fp32["fusion"]["file"])
+            model = prepared if graph == "patch_embed" else graphs.load_inline(root / fp32[graph]["file"])
             graphs.save(graphs.to_float16(model, f"vlfront {graph} stage, FP16"), path)
-            del model
-    entries = _variant_entries(root, fp32, onnx)
+    entries = _variant_entries(root, fp32)
     candidate = {**manifest, "graphs": {g: {**manifest["graphs"][g], **entries[g]} for g in GRAPHS},
                  "files": {**manifest["files"], **{rel: {"sha256": sha256_file(root / rel),
                                                          "size": (root / rel).stat().st_size}
@@ -175,7 +178,7 @@ def _check_rewrite(prepared, fp32_path: pathlib.Path, pixels: np.ndarray) -> Non
                                f"> {REWRITE_MAX_REL:g}; this is a vlfront bug, please report it")
 
 
-def _variant_entries(root: pathlib.Path, fp32: dict, onnx) -> dict:
+def _variant_entries(root: pathlib.Path, fp32: dict) -> dict:
     """Manifest `graphs` entries of the candidates: same inputs/outputs as fp32, their own file and opset."""
     entries = {g: {} for g in GRAPHS}
     for (graph, precision), rel in FILES.items():
@@ -188,7 +191,6 @@ def _variant_entries(root: pathlib.Path, fp32: dict, onnx) -> dict:
 
 
 def _section(method, thresholds, cset, qinfo, rows, fails, entries) -> dict:
-    import onnx
     import onnxruntime
     import polars
 

@@ -99,8 +99,20 @@ def _open_runtime(bundle, precision: str):
     return Runtime(bundle, runner, tokenizer)
 
 
-def embed_all(rt, requests: list) -> list:
-    return [rt.embed(requests[i:i + E2E_BATCH]) for i in range(0, len(requests), E2E_BATCH)]
+def embed_all(rt, requests: list, images=None) -> list:
+    """Runtime outputs for `requests`, E2E_BATCH at a time. A refused request names its image."""
+    from vlfront.errors import RequestError
+
+    outs = []
+    for start in range(0, len(requests), E2E_BATCH):
+        try:
+            outs.append(rt.embed(requests[start:start + E2E_BATCH]))
+        except RequestError as e:
+            index = start + (e.index or 0)
+            name = images[index].path if images is not None and index < len(images) else f"request {index}"
+            raise CalibrationError(f"held-out image {name}: the runtime refuses it ({e}); remove it from the set") \
+                from None
+    return outs
 
 
 def patch_embed_tokens(runner, pixels: np.ndarray) -> np.ndarray:
@@ -118,7 +130,7 @@ def evaluate(bundle, images, pixels: np.ndarray, precisions, thresholds: Thresho
     rt32 = _open_runtime(bundle, "fp32")
     try:
         vis32 = patch_embed_tokens(rt32.runner, pixels)
-        ref = embed_all(rt32, requests)
+        ref = embed_all(rt32, requests, images)
         fusion_feeds = [{"input_ids": out.input_ids, "visual_tokens": patch_embed_tokens(rt32.runner, out.pixel_values)}
                         for out in ref]
         fusion32 = [rt32.runner.infer("fusion", f)["inputs_embeds"] for f in fusion_feeds]
@@ -132,7 +144,7 @@ def evaluate(bundle, images, pixels: np.ndarray, precisions, thresholds: Thresho
                              figures(patch_embed_tokens(rt.runner, pixels), vis32), thresholds))
             got = np.concatenate([rt.runner.infer("fusion", f)["inputs_embeds"] for f in fusion_feeds])
             rows.append(row(precision, "fusion", "inputs_embeds", figures(got, np.concatenate(fusion32)), thresholds))
-            outs = embed_all(rt, requests)
+            outs = embed_all(rt, requests, images)
         finally:
             rt.close()
         for label, mask in (("inputs_embeds[image tokens]", "image_attention_mask"),

@@ -27,6 +27,7 @@ import pathlib
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from onnxruntime.quantization import CalibrationDataReader
 
 from vlfront.calibration.graphs import NORMALIZED, PROJ_WEIGHT
 from vlfront.errors import CalibrationError
@@ -41,8 +42,8 @@ FLOAT_TENSORS = {
 }
 
 
-class PixelReader:
-    """onnxruntime.quantization CalibrationDataReader over uint8 [n, H, W, 3] pixels, BATCH images a call."""
+class PixelReader(CalibrationDataReader):
+    """A CalibrationDataReader over uint8 [n, H, W, 3] pixels, BATCH images a call."""
 
     def __init__(self, pixels: np.ndarray):
         self.batches = [pixels[i:i + BATCH] for i in range(0, len(pixels), BATCH)]
