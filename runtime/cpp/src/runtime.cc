@@ -123,7 +123,7 @@ Runtime::Batch Runtime::run(const std::vector<const Request*>& requests, bool gr
     const int64_t M = static_cast<int64_t>(fresh.size());
     std::vector<uint8_t> batch(fresh.size() * px_size);
     for (size_t j = 0; j < fresh.size(); ++j) std::memcpy(&batch[j * px_size], pixels[fresh[j]].data(), px_size);
-    std::vector<float> visual(graphs ? fresh.size() * vt_size : 0);
+    FloatBuffer visual(graphs ? fresh.size() * vt_size : 0);
     if (graphs) {
       std::vector<HostTensor> in{{"pixel_values", "uint8", {M, S, S, 3}, batch.data()}};
       std::vector<HostTensor> out{{"visual_tokens", "float32", {M, T, D}, visual.data()}};
@@ -204,7 +204,9 @@ std::vector<EmbedResult> Runtime::embed_each(const std::vector<const Request*>& 
     EmbedOutput one;
     one.batch = 1, one.seq_len = o.seq_len, one.hidden = o.hidden, one.image_size = o.image_size;
     one.tokens_per_image = o.tokens_per_image;
-    auto slice = [&](const auto& v, size_t n) { return std::vector(v.begin() + static_cast<long>(row * n), v.begin() + static_cast<long>((row + 1) * n)); };
+    auto slice = [&](const auto& v, size_t n) {
+      return std::decay_t<decltype(v)>(v.begin() + static_cast<long>(row * n), v.begin() + static_cast<long>((row + 1) * n));
+    };
     one.inputs_embeds = slice(o.inputs_embeds, LD);
     one.input_ids = slice(o.input_ids, L);
     one.attention_mask = slice(o.attention_mask, L);

@@ -32,9 +32,31 @@ struct RuntimeOptions {
   ImageLimits limits;
 };
 
+// An allocator that leaves elements uninitialised: the graphs overwrite every
+// float of their outputs, so zero-filling tens of MB first is wasted time.
+template <typename T>
+struct UninitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  UninitAllocator() = default;
+  template <typename U>
+  UninitAllocator(const UninitAllocator<U>&) noexcept {}
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using FloatBuffer = std::vector<float, UninitAllocator<float>>;
+
 struct EmbedOutput {
   int64_t batch = 0, seq_len = 0, hidden = 0, image_size = 0, tokens_per_image = 0;
-  std::vector<float> inputs_embeds;  // [B, L, D]; empty from process()
+  FloatBuffer inputs_embeds;  // [B, L, D]; empty from process()
   std::vector<int64_t> input_ids, attention_mask, image_attention_mask;  // [B, L]
   std::vector<uint8_t> pixel_values;                                     // [n_images, S, S, 3]
   std::vector<int64_t> images_per_request, dropped_tokens;               // [B]
