@@ -80,9 +80,11 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
-def _fingerprint(preset: str, config: Config, sources: dict, tools: dict, calibrate: bool) -> str:
+def _fingerprint(preset: str, config: Config, sources: dict, tools: dict, calibrate: bool,
+                 calibration_options: dict | None) -> str:
     blob = json.dumps({"preset": preset, "config": config.to_dict(), "sources": sources, "tools": tools,
-                       "calibrate": calibrate, "code": _code_digest()}, sort_keys=True)
+                       "calibrate": calibrate, "calibration_options": calibration_options or {},
+                       "code": _code_digest()}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -183,7 +185,7 @@ def export_bundle(preset: str = "default", out: str | os.PathLike = "build/defau
             raise ExportError(f"{name} {given}: no such file")
     tools = tool_versions()
     sources = _sources(config, weights, tokenizer, ranks)
-    fingerprint = _fingerprint(preset, config, sources, tools, calibrate)
+    fingerprint = _fingerprint(preset, config, sources, tools, calibrate, calibration_options)
     if not force and _up_to_date(out, fingerprint):
         progress.say(f"[export] {out} is a valid bundle built from the same inputs; not rebuilding (use --force)")
         return out
