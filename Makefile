@@ -30,7 +30,7 @@ test: setup
 	@$(MAKE) --no-print-directory cpp-test
 
 bench: setup
-	$(BIN)/vlfront bench --bundle build/default --out build/bench
+	$(BIN)/vlfront bench --bundle build/default --out build/bench --precision fp32,int8
 
 calibrate: setup
 	$(BIN)/vlfront calibrate --bundle build/default

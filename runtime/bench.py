@@ -165,19 +165,23 @@ def _child(kind: str, bundle: str, precision: str, iterations: int) -> list[dict
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def run_bench(bundle: str, out_dir: str, precision: str = "fp32", iterations: int = 30) -> list[dict]:
-    """Run both sides, print one table, save CSV + Parquet + PNG under out_dir. Returns the rows."""
+def run_bench(bundle: str, out_dir: str, precisions: tuple[str, ...] = ("fp32",), iterations: int = 30) -> list[dict]:
+    """Run the baseline once and the runtime per precision; print one table; save CSV + Parquet + PNG."""
     print(f"[bench] baseline (PyTorch eager fp32 + PIL + HF tokenizers), {iterations} iterations ...", file=sys.stderr)
-    base = _child("baseline", bundle, precision, iterations)
-    print(f"[bench] vlfront runtime ({precision}) ...", file=sys.stderr)
-    ours = _child("runtime", bundle, precision, iterations)
+    base = _child("baseline", bundle, "fp32", iterations)
+    ours = []
+    for precision in precisions:
+        print(f"[bench] vlfront runtime ({precision}) ...", file=sys.stderr)
+        rows = _child("runtime", bundle, precision, iterations)
+        for r in rows:
+            r["side"] = f"vlfront-{precision}"
+        ours += rows
     by_case = {r["case"]: r for r in base}
     for r in ours + base:
         r["speedup_vs_baseline"] = r["req_per_s"] / by_case[r["case"]]["req_per_s"]
-        r["precision"] = precision if r["side"] == "vlfront" else "fp32"
     rows = ours + base
     _print_table(rows)
-    _save(rows, pathlib.Path(out_dir), precision)
+    _save(rows, pathlib.Path(out_dir))
     return rows
 
 
@@ -189,13 +193,13 @@ def _print_table(rows: list[dict]) -> None:
         print(" | ".join(f"{r[c]:>14.3f}" if isinstance(r[c], float) else f"{str(r[c]):>14}" for c in cols))
 
 
-def _save(rows: list[dict], out: pathlib.Path, precision: str) -> None:
+def _save(rows: list[dict], out: pathlib.Path) -> None:
     import polars as pl
 
     out.mkdir(parents=True, exist_ok=True)
     df = pl.DataFrame(rows)
-    df.write_csv(out / f"bench-{precision}.csv")
-    df.write_parquet(out / f"bench-{precision}.parquet")
+    df.write_csv(out / "bench.csv")
+    df.write_parquet(out / "bench.parquet")
     try:
         import matplotlib
 
@@ -205,21 +209,24 @@ def _save(rows: list[dict], out: pathlib.Path, precision: str) -> None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     cases = [c for c, _, _ in CASES]
+    sides = ["baseline"] + [s for s in dict.fromkeys(r["side"] for r in rows) if s != "baseline"]
+    width = 0.8 / len(sides)
     for ax, metric, title in ((axes[0], "req_per_s", "throughput (req/s, higher is better)"),
                               (axes[1], "p99_ms", "p99 latency per batch (ms, lower is better)")):
-        for k, side in enumerate(("baseline", "vlfront")):
+        for k, side in enumerate(sides):
             vals = [next(r[metric] for r in rows if r["side"] == side and r["case"] == c) for c in cases]
-            ax.bar(np.arange(len(cases)) + k * 0.4, vals, 0.4, label=side)
-        ax.set_xticks(np.arange(len(cases)) + 0.2, cases)
+            ax.bar(np.arange(len(cases)) + k * width, vals, width, label=side)
+        ax.set_xticks(np.arange(len(cases)) + 0.4 - width / 2, cases)
         ax.set_title(title, fontsize=9)
         ax.legend()
-    fig.suptitle(f"vlfront bench ({precision}) vs PyTorch eager baseline")
+    fig.suptitle("vlfront runtime vs PyTorch eager baseline (rocket.jpg + 64-token prompt)")
     fig.tight_layout()
-    fig.savefig(out / f"bench-{precision}.png", dpi=100)
+    fig.savefig(out / "bench.png", dpi=100)
+    print(f"[bench] saved {out}/bench.csv, bench.parquet, bench.png", file=sys.stderr)
 
 
 def bench_command(args) -> None:
-    run_bench(args.bundle, args.out, args.precision, args.iterations)
+    run_bench(args.bundle, args.out, tuple(p.strip() for p in args.precision.split(",")), args.iterations)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmark the runtime against a hand-written PyTorch baseline")
     b.add_argument("--bundle", required=True)
     b.add_argument("--out", default="build/bench", help="directory for the CSV/Parquet table and PNG plot")
-    b.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    b.add_argument("--precision", default="fp32", help="comma-separated: fp32,int8,fp16")
     b.add_argument("--iterations", type=int, default=30)
     b.set_defaults(func=_bench)
 
