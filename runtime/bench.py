@@ -218,6 +218,7 @@ def _save(rows: list[dict], out: pathlib.Path) -> None:
             ax.bar(np.arange(len(cases)) + k * width, vals, width, label=side)
         ax.set_xticks(np.arange(len(cases)) + 0.4 - width / 2, cases)
         ax.set_title(title, fontsize=9)
+        ax.set_yscale("log")
         ax.legend()
     fig.suptitle("vlfront runtime vs PyTorch eager baseline (rocket.jpg + 64-token prompt)")
     fig.tight_layout()
