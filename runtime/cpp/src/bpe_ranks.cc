@@ -6,52 +6,10 @@
 
 namespace vlfront::impl {
 
-namespace {
-inline uint64_t load_tail(const char* p, size_t n) noexcept {  // n in 0..8
-  uint64_t v = 0;
-  std::memcpy(&v, p, n);
-  return v;
-}
-inline uint64_t mix(uint64_t a, uint64_t b) noexcept {
-  __uint128_t r = static_cast<__uint128_t>(a ^ 0x9E3779B97F4A7C15ull) * (b ^ 0xD6E8FEB86659FD93ull);
-  return static_cast<uint64_t>(r) ^ static_cast<uint64_t>(r >> 64);
-}
-}  // namespace
-
-uint32_t BpeRanks::hash(std::string_view bytes) noexcept {
-  const char* p = bytes.data();
-  size_t n = bytes.size();
-  uint64_t h = 0xA0761D6478BD642Full ^ n;
-  while (n > 16) {
-    uint64_t a, b;
-    std::memcpy(&a, p, 8);
-    std::memcpy(&b, p + 8, 8);
-    h = mix(h ^ a, b);
-    p += 16;
-    n -= 16;
-  }
-  uint64_t a = load_tail(p, n < 8 ? n : 8);
-  uint64_t b = n > 8 ? load_tail(p + 8, n - 8) : 0;
-  h = mix(h ^ a, b ^ 0xE7037ED1A0B428DBull);
-  return static_cast<uint32_t>(h ^ (h >> 32));
-}
-
-uint32_t BpeRanks::find(std::string_view bytes) const noexcept {
-  const uint32_t h = hash(bytes);
-  const size_t mask = slots_.size() - 1;
-  for (size_t i = h & mask;; i = (i + 1) & mask) {
-    const Slot& s = slots_[i];
-    if (s.rank == kNone) return kNone;
-    if (s.hash == h && s.length == bytes.size() &&
-        std::memcmp(arena_.data() + s.offset, bytes.data(), bytes.size()) == 0)
-      return s.rank;
-  }
-}
-
 bool BpeRanks::insert(std::string_view bytes, uint32_t rank) {
   if (find(bytes) != kNone) return false;
   if ((count_ + 1) * 2 > slots_.size()) grow();
-  Slot slot{hash(bytes), rank, static_cast<uint32_t>(arena_.size()), static_cast<uint32_t>(bytes.size())};
+  Slot slot{hash_impl(bytes), rank, static_cast<uint32_t>(arena_.size()), static_cast<uint32_t>(bytes.size())};
   arena_.append(bytes.data(), bytes.size());
   const size_t mask = slots_.size() - 1;
   size_t i = slot.hash & mask;

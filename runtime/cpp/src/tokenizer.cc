@@ -4,6 +4,7 @@
 #include <pcre2.h>
 
 #include <algorithm>
+#include <atomic>
 #include <fstream>
 #include <sstream>
 
@@ -157,6 +158,27 @@ MatchScratch& scratch() {
   return s;
 }
 
+// Per-thread, direct-mapped cache of merged pieces: text repeats its rare words
+// (identifiers, names), and their merges are most of the tokenizer's time.
+// Entries carry the tokenizer's instance id, so tokenizers never share results.
+struct PieceCache {
+  static constexpr size_t kSlots = 4096, kMaxPiece = 48;
+  struct Entry {
+    uint64_t owner = 0;
+    uint32_t hash = 0;
+    std::string piece;
+    std::vector<int32_t> ids;
+  };
+  std::vector<Entry> slots = std::vector<Entry>(kSlots);
+};
+
+PieceCache& piece_cache() {
+  thread_local PieceCache c;
+  return c;
+}
+
+std::atomic<uint64_t> next_instance_id{1};
+
 }  // namespace
 
 std::string translate_whitespace_classes(std::string_view pattern) {
@@ -197,7 +219,11 @@ struct Tokenizer::Regex {
 };
 
 Tokenizer::Tokenizer(BpeRanks ranks, std::string pattern, std::string origin)
-    : ranks_(std::move(ranks)), pattern_(std::move(pattern)), origin_(std::move(origin)), regex_(new Regex) {
+    : ranks_(std::move(ranks)),
+      pattern_(std::move(pattern)),
+      origin_(std::move(origin)),
+      regex_(new Regex),
+      instance_id_(next_instance_id++) {
   const std::string translated = translate_whitespace_classes(pattern_);
   int err = 0;
   PCRE2_SIZE offset = 0;
@@ -304,10 +330,27 @@ void Tokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out) 
     out.push_back(static_cast<int32_t>(whole));
     return;
   }
-  if (piece.size() <= 96)  // quadratic scan: fastest for the short pieces text is made of
-    bpe_merge_scan(ranks_, piece, out);
-  else
-    bpe_merge_heap(ranks_, piece, out);
+  if (piece.size() > PieceCache::kMaxPiece) {
+    if (piece.size() <= 96) bpe_merge_scan(ranks_, piece, out);  // quadratic: fastest for short pieces
+    else bpe_merge_heap(ranks_, piece, out);
+    return;
+  }
+  const uint32_t h = BpeRanks::hash(piece);
+  PieceCache::Entry& e = piece_cache().slots[h & (PieceCache::kSlots - 1)];
+  if (e.owner == instance_id_ && e.hash == h && e.piece == piece) {
+    out.insert(out.end(), e.ids.begin(), e.ids.end());
+    return;
+  }
+  const size_t start = out.size();
+  bpe_merge_scan(ranks_, piece, out);
+  e.owner = instance_id_;
+  e.hash = h;
+  e.piece.assign(piece.data(), piece.size());
+  e.ids.assign(out.begin() + static_cast<long>(start), out.end());
+}
+
+void Tokenizer::clear_thread_cache() {
+  for (auto& e : piece_cache().slots) e.owner = 0;
 }
 
 void Tokenizer::encode(std::string_view utf8, std::vector<int32_t>& out) const {

@@ -55,6 +55,8 @@ class Tokenizer {
   size_t vocab_size() const noexcept { return kTokenizerSize; }
   const std::string& pattern() const noexcept { return pattern_; }
   const BpeRanks& ranks() const noexcept { return ranks_; }
+  // Empties this thread's cache of merged pieces (benchmarks measure cold caches).
+  static void clear_thread_cache();
 
  private:
   Tokenizer(BpeRanks ranks, std::string pattern, std::string origin);
@@ -65,6 +67,7 @@ class Tokenizer {
   std::string origin_;
   struct Regex;
   std::unique_ptr<Regex> regex_;
+  uint64_t instance_id_;  // tells this tokenizer's entries in the per-thread piece cache apart
 };
 
 // Rewrites \s and \S into explicit Unicode White_Space classes, so PCRE2 (whose
