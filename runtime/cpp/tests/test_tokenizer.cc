@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <atomic>
 #include <random>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -154,6 +156,36 @@ TEST(Tokenizer, TokenizerJsonMatchesRanks) {
   for (const char* s : {"Hello world", "  leading spaces\n\n\ttabs", "caf\xC3\xA9 \xE4\xB8\xAD\xE6\x96\x87 123456",
                         "it's WE'LL they'RE"})
     EXPECT_EQ(tj->encode(s), tok->encode(s)) << s;
+}
+
+}  // namespace
+}  // namespace vlfront::impl
+
+namespace vlfront::impl {
+namespace {
+
+TEST(Tokenizer, ThreadsAgreeAndPieceCacheIsExact) {
+  NEED_TOKENIZER();
+  std::vector<std::string> texts;
+  for (int i = 0; i < 200; ++i)
+    texts.push_back("identifier_" + std::to_string(i % 17) + " calls xyzzyPlugh" + std::to_string(i % 5) +
+                    " \xE4\xB8\xAD\xE6\x96\x87 " + std::string(static_cast<size_t>(i % 60), 'q'));
+  std::vector<std::vector<int32_t>> want;
+  Tokenizer::clear_thread_cache();
+  for (const auto& t : texts) want.push_back(tok->encode(t));  // cold, then warm below
+  std::vector<std::thread> threads;
+  std::atomic<int> same{0};
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      for (int round = 0; round < 3; ++round)
+        for (size_t i = 0; i < texts.size(); ++i) same += tok->encode(texts[i]) == want[i];
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(same.load(), 4 * 3 * static_cast<int>(texts.size()));
+  for (size_t i = 0; i < texts.size(); ++i) {  // without any cache: the merge loop itself
+    Tokenizer::clear_thread_cache();
+    EXPECT_EQ(tok->encode(texts[i]), want[i]);
+  }
 }
 
 }  // namespace
