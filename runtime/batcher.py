@@ -104,8 +104,10 @@ class Batcher:
             return
         try:
             results = self.runtime.embed_each([r for r, _ in live], output_dtype=self.output_dtype)
-        except Exception as e:  # a failure of the whole batch (backend error) reaches every caller
-            results = [e] * len(live)
+        except BaseException as e:  # noqa: BLE001 — a whole-batch failure (backend error, a library's
+            # panic) reaches every caller of that batch; the worker lives on for the next one.
+            results = [e if isinstance(e, Exception) else VlfrontError(f"batch failed: {type(e).__name__}: {e}")
+                       ] * len(live)
         self.batches += 1
         self.requests += len(live)
         for (_, future), result in zip(live, results):

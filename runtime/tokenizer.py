@@ -222,25 +222,45 @@ class Tokenizer:
         self.fallback_reason: str = tokenizer_file.reason
         self._id_to_bytes = {i: t for t, i in tokenizer_file.ranks.items()}
         self._id_to_bytes.update({i: s.encode("utf-8") for i, s in SPECIAL_TOKENS.items()})
+        self._file = tokenizer_file
+        self._hf = None
         if tokenizer_file.rank_consistent:
             import tiktoken
 
             self.backend = "tiktoken"
             self._tiktoken = tiktoken.Encoding(name, pat_str=QWEN_PATTERN,
                                                mergeable_ranks=tokenizer_file.ranks, special_tokens={})
-            self._encode = self._tiktoken.encode_ordinary
+            self._encode = self._encode_tiktoken
         else:
+            self.backend = "tokenizers"
+            self._encode = self._encode_hf
+            self._hf_tokenizer()  # load now: a file it cannot read fails at load, not at the first request
+
+    def _hf_tokenizer(self):
+        if self._hf is None:
             import tokenizers
 
             # Without added tokens nothing in text can become a special id; we
             # decode from our own table, so the decoder is not needed either.
-            doc = dict(tokenizer_file.doc, added_tokens=[], post_processor=None, decoder=None)
-            self.backend = "tokenizers"
+            doc = dict(self._file.doc, added_tokens=[], post_processor=None, decoder=None)
             try:
                 self._hf = tokenizers.Tokenizer.from_str(json.dumps(doc))
             except Exception as e:  # tokenizers raises a bare Exception for a file it cannot read
-                raise TokenizerError(f"{tokenizer_file.path}: Hugging Face tokenizers cannot load it: {e}") from None
-            self._encode = lambda text: self._hf.encode(text, add_special_tokens=False).ids
+                raise TokenizerError(f"{self._file.path}: Hugging Face tokenizers cannot load it: {e}") from None
+        return self._hf
+
+    def _encode_hf(self, text: str) -> list[int]:
+        return self._hf_tokenizer().encode(text, add_special_tokens=False).ids
+
+    def _encode_tiktoken(self, text: str) -> list[int]:
+        try:
+            return self._tiktoken.encode_ordinary(text)
+        except BaseException as e:  # pyo3's PanicException derives from BaseException
+            if type(e).__name__ != "PanicException":
+                raise
+            # tiktoken's regex overflows its stack on ~1 MB whitespace runs; the same
+            # rank-consistent file gives the same tokens through `tokenizers`.
+            return self._encode_hf(text)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "Tokenizer":
@@ -273,7 +293,7 @@ class Tokenizer:
         """`encode` for each text, in order (one thread on the tiktoken path)."""
         normalized = [self._normalize(t, i) for i, t in enumerate(texts)]
         if self.backend == "tokenizers":
-            return [e.ids for e in self._hf.encode_batch(normalized, add_special_tokens=False)]
+            return [e.ids for e in self._hf_tokenizer().encode_batch(normalized, add_special_tokens=False)]
         return [self._encode(t) for t in normalized]
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:

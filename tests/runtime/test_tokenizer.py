@@ -171,3 +171,14 @@ def test_truncated_or_missing_file_is_refused(tmp_path):
         Tokenizer.from_file(path)
     with pytest.raises(TokenizerError, match="cannot read tokenizer file"):
         Tokenizer.from_file(tmp_path / "absent.json")
+
+
+def test_megabyte_whitespace_run_does_not_panic(qwen_tokenizer, tokenizer_json):
+    """tiktoken's regex overflows its stack on ~1 MB of spaces; the runtime falls back to `tokenizers`."""
+    import tokenizers
+
+    hf = tokenizers.Tokenizer.from_file(str(tokenizer_json))
+    text = "a" + " " * 1_000_000 + "b"
+    ids = qwen_tokenizer.encode(text)
+    assert ids == hf.encode(text, add_special_tokens=False).ids
+    assert qwen_tokenizer.decode(ids) == text
