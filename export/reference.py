@@ -143,7 +143,12 @@ class FusionStage(nn.Module):
         is_img = input_ids == IMAGE_PAD_ID
         flags = is_img.reshape(-1).to(torch.int64)
         number = (torch.cumsum(flags, 0) - flags).reshape(input_ids.shape)
-        visual = visual_tokens.reshape(-1, d) + (self.modality_embed.weight[1] - self.token_embed.weight[IMAGE_PAD_ID])
+        # The pad row's index is derived from the (dynamic) batch size, so graph optimizers cannot
+        # constant-fold this Gather: folding it would load the whole token table into memory
+        # (ONNX Runtime: +660 MB peak RSS on the default preset) to compute one row.
+        pad_index = (torch.tensor(input_ids.shape[0]) * 0 + IMAGE_PAD_ID).reshape(1)
+        pad_row = self.token_embed.weight[pad_index]
+        visual = visual_tokens.reshape(-1, d) + (self.modality_embed.weight[1] - pad_row)
         table = torch.cat([self.position_embed.weight + self.modality_embed.weight[0], visual], 0)
         last = table.shape[0] - 1
         position = torch.arange(seq, dtype=torch.int64).unsqueeze(0)
