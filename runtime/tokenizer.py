@@ -230,6 +230,9 @@ class Tokenizer:
             self.backend = "tiktoken"
             self._tiktoken = tiktoken.Encoding(name, pat_str=QWEN_PATTERN,
                                                mergeable_ranks=tokenizer_file.ranks, special_tokens={})
+            # The Rust core directly: tiktoken's wrapper silently replaces lone surrogates (we
+            # refuse them) and costs a Python frame per call.
+            self._encode_ordinary = getattr(self._tiktoken, "_core_bpe", self._tiktoken).encode_ordinary
             self._encode = self._encode_tiktoken
         else:
             self.backend = "tokenizers"
@@ -254,7 +257,7 @@ class Tokenizer:
 
     def _encode_tiktoken(self, text: str) -> list[int]:
         try:
-            return self._tiktoken.encode_ordinary(text)
+            return self._encode_ordinary(text)
         except BaseException as e:  # pyo3's PanicException derives from BaseException
             if type(e).__name__ != "PanicException":
                 raise
@@ -269,17 +272,21 @@ class Tokenizer:
 
     @staticmethod
     def _normalize(text: str, index: int | None = None) -> str:
-        where = "" if index is None else f"text {index}: "
         if not isinstance(text, str):
+            where = "" if index is None else f"text {index}: "
             raise TokenizerError(f"{where}expected str, got {type(text).__name__}")
+        return unicodedata.normalize("NFC", text)
+
+    @staticmethod
+    def _surrogate_error(text: str, index: int | None = None) -> TokenizerError:
+        where = "" if index is None else f"text {index}: "
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as e:
-            raise TokenizerError(
+            return TokenizerError(
                 f"{where}lone surrogate {text[e.start]!r} at index {e.start} cannot be encoded as UTF-8; "
-                "fix the text's decoding (or clean it with .encode('utf-8', 'replace').decode())"
-            ) from None
-        return unicodedata.normalize("NFC", text)
+                "fix the text's decoding (or clean it with .encode('utf-8', 'replace').decode())")
+        return TokenizerError(f"{where}text cannot be encoded as UTF-8")
 
     def encode(self, text: str) -> list[int]:
         """Token ids of NFC(text), all ordinary (special-token look-alikes stay text).
@@ -287,11 +294,20 @@ class Tokenizer:
         Raises:
             TokenizerError: `text` is not a str or holds a lone surrogate.
         """
-        return self._encode(self._normalize(text))
+        try:
+            return self._encode(self._normalize(text))
+        except UnicodeEncodeError:  # a lone surrogate: found only when it happens, to keep the hot path lean
+            raise self._surrogate_error(text) from None
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """`encode` for each text, in order (one thread on the tiktoken path)."""
         normalized = [self._normalize(t, i) for i, t in enumerate(texts)]
+        for i, t in enumerate(normalized):
+            if not t.isascii():
+                try:
+                    t.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise self._surrogate_error(texts[i], i) from None
         if self.backend == "tokenizers":
             return [e.ids for e in self._hf_tokenizer().encode_batch(normalized, add_special_tokens=False)]
         return [self._encode(t) for t in normalized]
