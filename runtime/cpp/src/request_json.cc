@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base64.h"
 #include "error.h"
 #include "request.h"
 
@@ -43,33 +44,6 @@ std::string py_value(const json& v) {
   if (v.is_null()) return "None";
   if (v.is_string()) return "'" + v.get<std::string>() + "'";
   return v.dump();
-}
-
-bool base64_decode(const std::string& in, std::vector<uint8_t>& out) {
-  static const auto table = [] {
-    std::array<int8_t, 256> t{};
-    t.fill(-1);
-    const char* a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for (int i = 0; i < 64; ++i) t[static_cast<unsigned char>(a[i])] = static_cast<int8_t>(i);
-    return t;
-  }();
-  out.clear();
-  out.reserve(in.size() / 4 * 3);
-  uint32_t acc = 0;
-  int bits = 0, pad = 0;
-  for (char ch : in) {
-    if (ch == '=') { ++pad; continue; }
-    if (ch == '\n' || ch == '\r') continue;
-    const int v = table[static_cast<unsigned char>(ch)];
-    if (v < 0 || pad) return false;
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<uint8_t>((acc >> bits) & 0xFF));
-    }
-  }
-  return pad <= 2;
 }
 
 Item parse_item(const json& item, long index, const std::string& at) {

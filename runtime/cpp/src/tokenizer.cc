@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base64.h"
 #include "error.h"
 #include "unicode.h"
 
@@ -76,36 +77,6 @@ bool decode_byte_level(std::string_view s, const std::vector<int>& byte_of_cp, s
     out.push_back(static_cast<char>(byte_of_cp[cp]));
   }
   return true;
-}
-
-bool base64_decode(std::string_view in, std::string& out) {
-  static const auto table = [] {
-    std::array<int8_t, 256> t{};
-    t.fill(-1);
-    const char* a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for (int i = 0; i < 64; ++i) t[static_cast<unsigned char>(a[i])] = static_cast<int8_t>(i);
-    return t;
-  }();
-  out.clear();
-  uint32_t acc = 0;
-  int bits = 0;
-  size_t pad = 0;
-  for (char ch : in) {
-    if (ch == '=') {
-      ++pad;
-      continue;
-    }
-    if (pad) return false;
-    int v = table[static_cast<unsigned char>(ch)];
-    if (v < 0) return false;
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xFF));
-    }
-  }
-  return pad <= 2;
 }
 
 void check_ranks(const BpeRanks& ranks, const std::string& origin) {
