@@ -98,17 +98,15 @@ class Runtime:
         """Embed a batch of requests (SPEC message lists or {"messages": ...} dicts).
 
         Raises:
-            RequestError: the first bad request, naming its index; no graph runs for the batch.
+            RequestError: the first bad request, naming its index; the batch is not embedded
+                (use `embed_each` to embed the others).
         """
-        out, _, errors = self._run(requests, output_dtype)
-        for e in errors:
-            if e is not None:
-                raise e
+        out, _, _ = self._run(requests, output_dtype, isolate=False)
         return out
 
     def embed_each(self, requests: list, *, output_dtype: str | None = None) -> list:
         """Embed a batch, isolating failures: one EmbedOutput (B=1) or one RequestError per request."""
-        out, ok, errors = self._run(requests, output_dtype)
+        out, ok, errors = self._run(requests, output_dtype, isolate=True)
         results = list(errors)
         start = 0
         for row, i in enumerate(ok):
@@ -120,7 +118,8 @@ class Runtime:
             start += n
         return results
 
-    def _run(self, requests, output_dtype) -> tuple[EmbedOutput | None, list[int], list]:
+    def _run(self, requests, output_dtype, isolate: bool) -> tuple[EmbedOutput | None, list[int], list]:
+        """Embed the good requests. Without `isolate`, the first error is raised as soon as it is known."""
         if not isinstance(requests, (list, tuple)) or not requests:
             raise RequestError("requests must be a non-empty list of requests")
         dtype_name = output_dtype or self.output_dtype
@@ -135,7 +134,9 @@ class Runtime:
             except RequestError as e:
                 errors[i] = e
         timings = {"layout": time.perf_counter() - t0}
+        _raise_first(errors, isolate)
         images = self._images(layouts, errors, timings)
+        _raise_first(errors, isolate)
         ok = [i for i in sorted(layouts) if errors[i] is None]
         if not ok:
             timings["total"] = time.perf_counter() - t0
@@ -207,6 +208,13 @@ class Runtime:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _raise_first(errors: list, isolate: bool) -> None:
+    if not isolate:
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
 
 
 def _strip_index(e: Exception) -> str:

@@ -150,6 +150,10 @@ def test_bad_request_names_its_index_and_embed_each_isolates_it(rt):
     bad = req(b"\x89PNG\r\n\x1a\n broken", "x")
     with pytest.raises(RequestError, match="request 1"):
         rt.embed([good, bad])
+    before = rt.cache.stats()
+    with pytest.raises(RequestError, match="request 1: .*role"):
+        rt.embed([req(str(PHOTOS[3]), "x"), [{"role": "robot", "content": "x"}]])
+    assert rt.cache.stats()["misses"] == before["misses"]  # refused before any image was looked at
     res = rt.embed_each([good, bad, [{"role": "robot", "content": "x"}]])
     assert isinstance(res[1], RequestError) and res[1].index == 1
     assert isinstance(res[2], RequestError) and res[2].index == 2
