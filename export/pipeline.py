@@ -135,6 +135,11 @@ def write_manifest(root: pathlib.Path, manifest: dict) -> None:
             continue
         files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
     manifest["files"] = files
+    write_listed(root, manifest)
+
+
+def write_listed(root: pathlib.Path, manifest: dict) -> None:
+    """Write manifest.json atomically as given, keeping its `files` section (no rehashing)."""
     tmp = root / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, root / MANIFEST)
