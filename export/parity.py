@@ -41,16 +41,12 @@ def compare(actual: np.ndarray, expected: np.ndarray) -> dict[str, float]:
 def sample_photos(config: Config, limit: int = 4) -> np.ndarray:
     """Real photos shipped with scikit-image, preprocessed per SPEC 1.4: uint8 [n,H,W,3]."""
     import skimage
-    from PIL import Image
+
+    from vlfront.calibration.data import pixels
 
     folder = pathlib.Path(skimage.__file__).parent / "data"
     names = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg"][:limit]
-    out = []
-    for name in names:
-        with Image.open(folder / name) as im:
-            im = im.convert("RGB").resize((config.image_size, config.image_size), Image.BICUBIC)
-            out.append(np.asarray(im, np.uint8))
-    return np.stack(out)
+    return pixels([folder / name for name in names], config.image_size)
 
 
 def sample_input_ids(config: Config, images_per_request: list[int], seed: int = 0) -> np.ndarray:
