@@ -92,7 +92,7 @@ async def embed(request: Request) -> Response:
     except Refused as e:
         return error(e.status, str(e))
     except RequestError as e:
-        return error(400, reason(e))
+        return error(400, e.reason)
     except QueueFullError as e:
         return error(503, str(e), {"Retry-After": "1"})
     headers = {"X-Dropped-Tokens": str(out.dropped_tokens[0]), "X-Num-Tokens": str(int(out.attention_mask.sum())),
@@ -167,12 +167,6 @@ def image_item(item, m: int, i: int):
     except ValueError as e:
         raise RequestError(f"{where}: image_base64 is not valid base64 ({e})") from None
     return {"type": "image", "image": data}
-
-
-def reason(e: RequestError) -> str:
-    """The message without the batcher's "request k: " prefix (k is a slot in a server-side batch)."""
-    text, prefix = str(e), f"request {e.index}: "
-    return text[len(prefix):] if e.index is not None and text.startswith(prefix) else text
 
 
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:

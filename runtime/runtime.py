@@ -183,7 +183,7 @@ class Runtime:
         for i, lay in layouts.items():
             bad = next((failed[s.key] for s in lay.images if s.key in failed), None)
             if bad is not None and errors[i] is None:
-                errors[i] = bad if getattr(bad, "index", None) == i else RequestError(_strip_index(bad), i)
+                errors[i] = bad if bad.index == i else type(bad)(bad.reason, i)
         pixels = {k: v for k, v in decoded.items() if k not in failed}
         t1 = time.perf_counter()
         if pixels:
@@ -215,14 +215,6 @@ def _raise_first(errors: list, isolate: bool) -> None:
         first = next((e for e in errors if e is not None), None)
         if first is not None:
             raise first
-
-
-def _strip_index(e: Exception) -> str:
-    """The message of an error raised for another request, without its 'request N: ' prefix."""
-    text = str(e)
-    index = getattr(e, "index", None)
-    prefix = f"request {index}: "
-    return text[len(prefix):] if index is not None and text.startswith(prefix) else text
 
 
 def _decode(src):

@@ -34,10 +34,12 @@ class RequestError(VlfrontError, ValueError):
 
     Attributes:
         index: position of the request in its batch (None when unknown).
+        reason: the message without the "request N: " prefix.
     """
 
     def __init__(self, message: str, index: int | None = None):
         self.index = index
+        self.reason = message
         prefix = f"request {index}: " if index is not None else ""
         super().__init__(prefix + message)
 
