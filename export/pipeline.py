@@ -224,6 +224,9 @@ def _build(preset, config, partial, weights, tokenizer, ranks, sources, tools, f
         front.save(partial / WEIGHTS_FILE)
     with progress.step("tokenizer.json" + (f" from {tokenizer}" if tokenizer else " from the Qwen ranks")):
         _tokenizer_asset(partial, tokenizer, ranks)
+        from vlfront.export.hf_tokenizer import write_hf_files  # transformers' AutoTokenizer + chat template
+
+        write_hf_files(partial, config)
     with progress.step("trace patch_embed and fusion to ONNX (opset 17) + onnx.checker"):
         graphs = export_graphs(front, partial)
     with progress.step("parity: ONNX Runtime vs PyTorch reference (random + real photos)"):
@@ -232,7 +235,8 @@ def _build(preset, config, partial, weights, tokenizer, ranks, sources, tools, f
         "schema_version": SCHEMA_VERSION, "format": FORMAT, "preset": preset, "config": config.to_dict(),
         "special_tokens": {v: k for k, v in sorted(SPECIAL_TOKENS.items())}, "special_ids": SPECIAL_IDS,
         "tokenizer": {"file": "tokenizer.json", "vocab_size": TOKENIZER_SIZE, "normalization": "NFC",
-                      "pattern": QWEN_PATTERN},
+                      "pattern": QWEN_PATTERN,
+                      "transformers_files": ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]},
         "preprocessing": {"exif_transpose": True, "color": "RGB", "resize": [config.image_size] * 2,
                           "resample": "bicubic", "pixel_layout": "NHWC", "pixel_dtype": "uint8",
                           "image_mean": list(config.image_mean), "image_std": list(config.image_std)},
