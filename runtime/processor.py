@@ -4,12 +4,15 @@ A request is one of:
 
 * a list of messages, with the generation prompt added; or
 * a dict ``{"messages": [...], "add_generation_prompt": bool}`` (the flag is
-  optional, default True; other keys are refused so that a typo does not pass
-  silently).
+  optional, default True; the OpenAI fields of runtime/openai_fields.json
+  that cannot change the output are ignored, those that would are refused, and
+  any other key is refused so that a typo does not pass silently).
 
 A message is ``{"role": "system"|"user"|"assistant", "content": ...}`` where
 content is a str or a list of items ``{"type": "text", "text": str}`` /
-``{"type": "image", "image": <path | bytes | PIL.Image | uint8 HxWx3 array>}``.
+``{"type": "image", "image": <path | bytes | PIL.Image | uint8 HxWx3 array>}`` /
+OpenAI's ``{"type": "image_url", "image_url": {"url": "data:image/...;base64,..."}}``
+(or ``"image_url": "data:..."``; remote and file: URLs are refused, see openai_compat).
 Messages and items take no other keys. A request needs at least one message.
 
 Layout, per message: ``<|im_start|> + enc(role + "\\n") + render(content) +
@@ -49,13 +52,14 @@ from vlfront.config import (
     Config,
 )
 from vlfront.errors import ConfigError, RequestError, TokenizerError
+from vlfront.runtime import openai_compat
 from vlfront.runtime.images import ImageLimits, ImageSource, image_value_error
 
 ROLES = ("system", "user", "assistant")
 TRUNCATION_POLICIES = ("truncate", "error")
 _REQUEST_KEYS = {"messages", "add_generation_prompt"}
 _MESSAGE_KEYS = {"role", "content"}
-_ITEM_KEYS = {"text": {"type", "text"}, "image": {"type", "image"}}
+_ITEM_KEYS = {"text": {"type", "text"}, "image": {"type", "image"}, "image_url": {"type", "image_url"}}
 
 
 @dataclass(eq=False)
@@ -178,10 +182,7 @@ class Processor:
             if "messages" not in request:
                 raise RequestError(f"a request dict needs a 'messages' list; got keys {sorted(map(str, request))} "
                                    "(to lay out several requests, pass a list of them to process())", index)
-            extra = set(request) - _REQUEST_KEYS
-            if extra:
-                raise RequestError(f"unknown request keys {sorted(map(str, extra))}; "
-                                   f"allowed: {sorted(_REQUEST_KEYS)}", index)
+            openai_compat.request_fields(request, _REQUEST_KEYS, index)  # OpenAI fields: ignored or refused
             add_prompt = request.get("add_generation_prompt", True)
             if not isinstance(add_prompt, bool):
                 raise RequestError(f"add_generation_prompt must be true or false, got {add_prompt!r}", index)
@@ -199,6 +200,7 @@ class Processor:
         if not isinstance(message, dict):
             raise RequestError(f"{where}: must be a dict with 'role' and 'content', "
                                f"got {type(message).__name__}", index)
+        openai_compat.message_keys(message, where, index)
         missing = _MESSAGE_KEYS - set(message)
         extra = set(message) - _MESSAGE_KEYS
         if missing or extra:
@@ -220,12 +222,16 @@ class Processor:
             raise RequestError(f"{where}: an item must be a dict like {{'type': 'text', 'text': ...}}, "
                                f"got {type(item).__name__}", index)
         kind = item.get("type")
+        if isinstance(kind, str):
+            openai_compat.refused_item_type(kind, where, index)
         if not isinstance(kind, str) or kind not in _ITEM_KEYS:
-            raise RequestError(f"{where}: type {kind!r} is not 'text' or 'image'", index)
+            raise RequestError(f"{where}: type {kind!r} is not 'text', 'image' or 'image_url'", index)
         if set(item) != _ITEM_KEYS[kind]:
             raise RequestError(f"{where}: a {kind} item needs exactly the keys {sorted(_ITEM_KEYS[kind])}, "
                                f"got {sorted(map(str, item))}", index)
         value = item[kind]
+        if kind == "image_url":  # OpenAI's form: a data: URL, decoded to the encoded image
+            return "image", openai_compat.image_url_bytes(value, where, index)
         reason = _text_error(value) if kind == "text" else image_value_error(value)
         if reason:
             raise RequestError(f"{where}: {reason}", index)

@@ -218,13 +218,14 @@ def test_too_many_images_is_refused_before_reading_them(tok, proc, tmp_path):
 
 BAD_REQUESTS = [
     ({"role": "user", "content": "hi"}, r"needs a 'messages' list"),
-    ({"messages": [], "stream": True}, r"unknown request keys \['stream'\]"),
+    ({"messages": [], "steam": True}, r"unknown request keys \['steam'\]"),  # a typo; "stream" is ignored
     ({"messages": [{"role": "user", "content": "x"}], "add_generation_prompt": 1}, "add_generation_prompt must be"),
     ("hello", "messages must be a list, got str"),
     ([], "no messages"),
     (["hi"], r"message 0: must be a dict"),
     ([{"role": "user"}], r"message 0: needs exactly the keys.*missing \['content'\]"),
-    ([{"role": "user", "content": "x", "name": "bob"}], r"message 0: .*unknown \['name'\]"),
+    ([{"role": "user", "content": "x", "name": "bob"}], r"message 0: 'name' is refused"),
+    ([{"role": "user", "content": "x", "nmae": "bob"}], r"message 0: .*unknown \['nmae'\]"),
     ([{"role": "tool", "content": "x"}], r"message 0: role 'tool' is not one of"),
     ([{"role": "user", "content": "x"}, {"role": "User", "content": "x"}], r"message 1: role 'User'"),
     ([{"role": "user", "content": None}], r"message 0: content must be a str or a list"),

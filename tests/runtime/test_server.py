@@ -167,7 +167,7 @@ def test_refusals_name_the_reason(server):
             (client.post("/v1/embed", json=body([{"type": "image", "image": "/etc/passwd"}])), "image_base64"),
             (client.post("/v1/embed", json=body([{"type": "image", "image_base64": "abc!"}])), "not valid base64"),
             (client.post("/v1/embed", json=body([{"type": "video", "video": "x"}])), "message 0, item 0"),
-            (client.post("/v1/embed", json={**body("hi"), "stream": True}), "unknown request keys"),
+            (client.post("/v1/embed", json={**body("hi"), "steam": True}), "unknown request keys"),
         ]
     for response, why in cases:
         assert response.status_code == 400, response.text
