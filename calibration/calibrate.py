@@ -3,7 +3,8 @@
 Steps: open and verify the fp32 bundle -> calibration set -> quantization-ready
 rewrite of patch_embed (checked against fp32) -> INT8 Q/DQ -> FP16 of both
 graphs -> gate on held-out images (per graph and end to end through the
-runtime) -> report + manifest.
+runtime) -> acceptance probe for load time (vlfront.runtime.probe) -> report +
+manifest (with the CPU the gate figures were measured on).
 
 The manifest on disk is valid at every moment: variants from an earlier
 calibration (and engines built from them) are dropped from it first, new files
@@ -27,6 +28,7 @@ from vlfront.calibration import data as cdata
 from vlfront.calibration import gate, graphs, quantize, report
 from vlfront.calibration.manifest import write_listed, write_manifest
 from vlfront.errors import CalibrationError
+from vlfront.runtime import probe
 from vlfront.runtime.bundle import Bundle, sha256_file
 
 GRAPHS = ("patch_embed", "fusion")
@@ -148,6 +150,10 @@ def _calibrate(root, bundle, manifest, fp32, cset, calib_px, held_px, method, th
     fails = gate.verdicts(rows)
     shipped = [p for p in PRECISIONS if not fails[p]]
     section = _section(method, thresholds, cset, qinfo, rows, fails, entries)
+    if shipped:
+        with progress.step(f"probe: {probe.FILE} ({min(probe.MAX_IMAGES, len(held_px))} held-out images), "
+                           f"checked on {', '.join(shipped)}"):
+            section["probe"] = _write_probe(root, gate_bundle, cset, held_px, shipped, thresholds, written)
     with progress.step("report: reports/calibration.* + manifest"):
         for (graph, precision), rel in FILES.items():
             if precision not in shipped:
@@ -159,6 +165,37 @@ def _calibrate(root, bundle, manifest, fp32, cset, calib_px, held_px, method, th
         report.write_report(root, rows, section)
         write_manifest(root, manifest)
     return section
+
+
+def _write_probe(root, gate_bundle, cset, held_px, shipped, thresholds, written) -> dict:
+    """probe.safetensors from the fp32 runtime, and its figures on each shipped precision (which must pass)."""
+    path = root / probe.FILE
+    written.append(path)
+    rt32 = gate._open_runtime(gate_bundle, "fp32")
+    try:
+        tensors = probe.make(rt32, cset.held_out, held_px)
+    finally:
+        rt32.close()
+    probe.save(tensors, path)
+    gate_bundle.manifest["files"][probe.FILE] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    figs = {}
+    for precision in shipped:
+        rt = gate._open_runtime(gate_bundle, precision)
+        try:
+            figs[precision] = probe.measure(gate_bundle, rt.runner)
+        finally:
+            rt.close()
+        bad = [f"{k} {w}" for k, f in figs[precision].items() for w in probe.failures(f, thresholds.to_dict())]
+        if bad:  # a subset of the held-out images that passed the gate: cannot fail unless something is broken
+            raise CalibrationError(f"{precision}: the acceptance probe fails where the gate passed ({'; '.join(bad)}); "
+                                   "this is a vlfront bug, please report it")
+    n = len(tensors["patch_embed.pixel_values"])
+    return {"file": probe.FILE, "images": [im.path.name for im in cset.held_out[:n]],
+            "tensors": {name: {"dtype": a.dtype.name, "shape": list(a.shape)} for name, a in sorted(tensors.items())},
+            "rule": "each graph on the serving backend: per-token cosine mean >= thresholds.mean_cosine and "
+                    "min >= thresholds.min_cosine, finite (docs/bundle.md)",
+            "fusion_feeds": "fusion.input_ids and patch_embed.visual_tokens[:1]; compared on attended tokens",
+            "figures": figs}
 
 
 def _check_rewrite(prepared, fp32_path: pathlib.Path, pixels: np.ndarray) -> None:
@@ -215,6 +252,8 @@ def _section(method, thresholds, cset, qinfo, rows, fails, entries) -> dict:
         "variants": variants, "figures": figs,
         "precisions": {p: {"shipped": not fails[p], "failures": fails[p]} for p in PRECISIONS},
         "report": [report.PARQUET, report.MARKDOWN],
+        "machine": {**probe.cpu_info(), "note": "where the figures above were measured; the acceptance probe "
+                                                "re-checks them on the serving machine at load"},
         "tools": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
                   "polars": polars.__version__},
     }
@@ -241,6 +280,7 @@ def _drop_variants(root: pathlib.Path, manifest: dict, progress) -> dict:
             drop.add(entry.get("file"))
     calibration = manifest.get("calibration") or {}
     drop.update(calibration.get("report", []))
+    drop.add((calibration.get("probe") or {}).get("file"))
     drop = {rel for rel in drop if rel and rel not in keep and rel in manifest["files"]}
     if not drop and not engines and not calibration:
         return manifest

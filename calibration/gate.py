@@ -44,27 +44,15 @@ class Thresholds:
 
 
 def figures(actual: np.ndarray, expected: np.ndarray) -> dict:
-    """cosine_min, cosine_mean, rel_l2, max_abs and finite of `actual` against `expected` (same shape)."""
+    """cosine_min, cosine_mean, rel_l2, max_abs and finite of `actual` against `expected` (same shape).
+
+    One definition (vlfront.runtime.probe.figures) serves the gate here and the acceptance probe at load.
+    """
+    from vlfront.runtime.probe import figures as probe_figures
+
     if actual.shape != expected.shape:
         raise CalibrationError(f"shape {list(actual.shape)} differs from the fp32 shape {list(expected.shape)}")
-    a = np.asarray(actual, np.float64).reshape(-1, actual.shape[-1])
-    e = np.asarray(expected, np.float64).reshape(-1, expected.shape[-1])
-    finite = bool(np.isfinite(a).all())
-    if not finite:
-        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
-    na, ne = np.linalg.norm(a, axis=1), np.linalg.norm(e, axis=1)
-    both = (na > 0) & (ne > 0)
-    cos = np.where(both, (a * e).sum(1) / np.where(both, na * ne, 1.0), np.where((na == 0) & (ne == 0), 1.0, 0.0))
-    ref = float(np.linalg.norm(e))
-    diff = a - e
-    return {
-        "cosine_min": float(cos.min()) if cos.size else 1.0,
-        "cosine_mean": float(cos.mean()) if cos.size else 1.0,
-        "rel_l2": float(np.linalg.norm(diff) / ref) if ref > 0 else float(np.linalg.norm(diff) > 0),
-        "max_abs": float(np.abs(diff).max()) if diff.size else 0.0,
-        "finite": finite,
-        "tokens": int(cos.size),
-    }
+    return probe_figures(actual, expected)
 
 
 def failures(fig: dict, thresholds: Thresholds) -> list[str]:

@@ -6,6 +6,17 @@ typed networks take INT8 only as explicit Q/DQ):
 * activations and weights int8 and symmetric, so every zero point is 0 (what
   TensorRT requires); weights per output channel (axis 1 of the [768, D]
   patch projection), activations per tensor;
+* weights in the 7-bit range [-64, 64] (`WEIGHT_QMAX`; ONNX Runtime's
+  `reduce_range`), activations in the full [-127, 127]. This is what makes the
+  served figures the same on every CPU: without VNNI, ONNX Runtime's x86 int8
+  GEMM adds 128 to the activations and multiplies u8 x s8 byte pairs with
+  VPMADDUBSW, whose int16 pair sums saturate once 2 * 255 * |w| > 32767.
+  With |w| <= 64 the worst pair is 2 * 255 * 64 = 32640, so every kernel (AVX2,
+  AVX-512, VNNI, AMX, ARM64) computes the same exact integer products and only
+  float rounding differs. ONNX Runtime itself treats such weights as safe: its
+  `session.x64quantprecision` transformer leaves s8 weights inside [-64, 64]
+  alone (onnxruntime/core/optimizer/qdq_transformer/s8_to_u8.cc). Measured
+  choice in docs/calibration.md; the model of the kernel is `saturation.py`;
 * quantized: `pixels_normalized` (the MatMul input, range from the calibration
   images by the chosen method) and `patch_proj.weight`;
 * kept in float, deliberately (recorded in the manifest, `FLOAT_TENSORS`): the
@@ -35,6 +46,11 @@ from vlfront.errors import CalibrationError
 METHODS = ("minmax", "entropy", "percentile")
 # One image a call: the histogram calibrators (entropy, percentile) stack per-call outputs and need equal shapes.
 BATCH = 1
+WEIGHT_QMAX = 64
+SCHEME = ("int8 Q/DQ, symmetric (zero points 0): activations per tensor in [-127, 127], weights per output "
+          f"channel in the 7-bit range [-{WEIGHT_QMAX}, {WEIGHT_QMAX}] so that no CPU kernel's int16 pair sums "
+          "can saturate (2*255*64 = 32640 <= 32767): the same integer products on AVX2, AVX-512, VNNI, AMX and "
+          "ARM64; no session option needed (session.x64quantprecision leaves such weights as they are)")
 FLOAT_TENSORS = {
     "patches_float / patches_scaled": "uint8 -> float cast and the per-feature scale of the normalization",
     "patch_proj": "MatMul output: int8 GEMM with float output, no requantization",
@@ -97,7 +113,8 @@ def quantize_patch_embed(prepared: onnx.ModelProto, pixels: np.ndarray, out: str
     with _quiet_quantizer():
         quantize_static(
             copy, os.fspath(out), PixelReader(pixels), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
-            per_channel=True, reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            per_channel=True, reduce_range=True,  # 7-bit weights: see the module docstring
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=calibrate_method,
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                            "OpTypesToExcludeOutputQuantization": ["MatMul"],
@@ -109,7 +126,9 @@ def quantize_patch_embed(prepared: onnx.ModelProto, pixels: np.ndarray, out: str
     out.write_bytes(model.SerializeToString())
     return {"format": "QDQ", "tool": "onnxruntime.quantization.quantize_static", "method": method,
             "activations": "int8, symmetric, per tensor (zero point 0)",
-            "weights": "int8, symmetric, per output channel (axis 1 of the [768, D] patch projection)",
+            "weights": f"int8 in [-{WEIGHT_QMAX}, {WEIGHT_QMAX}] (7-bit range), symmetric, per output channel "
+                       "(axis 1 of the [768, D] patch projection)",
+            "scheme": SCHEME, "weight_qmax": WEIGHT_QMAX,
             "quantized": sorted(info), "scales": info, "float": FLOAT_TENSORS,
             "rewrite": "stride-16 conv as patchify (Reshape/Transpose on uint8) + MatMul; "
                        "normalization as per-feature Mul/Add; conv bias folded into the positions"}
@@ -119,7 +138,8 @@ def check_qdq(model: onnx.ModelProto) -> dict:
     """Check the Q/DQ contract and return the scales per quantized tensor.
 
     Raises:
-        CalibrationError: a non-zero zero point, a weight without per-channel scales, or a missing Q/DQ.
+        CalibrationError: a non-zero zero point, a weight without per-channel scales or outside the 7-bit
+            range, or a missing Q/DQ.
     """
     inits = {i.name: i for i in model.graph.initializer}
     found = {}
@@ -127,6 +147,12 @@ def check_qdq(model: onnx.ModelProto) -> dict:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
             continue
         zp = numpy_helper.to_array(inits[node.input[2]]) if node.input[2] in inits else None
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            q = numpy_helper.to_array(inits[node.input[0]])
+            if q.size and int(np.abs(q.astype(np.int32)).max()) > WEIGHT_QMAX:
+                raise CalibrationError(f"{node.name}: weights reach {int(np.abs(q.astype(np.int32)).max())}, outside "
+                                       f"[-{WEIGHT_QMAX}, {WEIGHT_QMAX}]: int16 pair sums could saturate on CPUs "
+                                       "without VNNI")
         if zp is None or np.any(zp != 0):
             raise CalibrationError(f"{node.name}: zero point is not 0 (TensorRT needs symmetric int8)")
         scale = numpy_helper.to_array(inits[node.input[1]])

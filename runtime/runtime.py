@@ -72,7 +72,7 @@ class Runtime:
 
     @classmethod
     def load(cls, bundle: str | os.PathLike, backend: str = "auto", precision: str = "fp32", *,
-             threads: int | None = None, device: str = "auto", **kwargs) -> "Runtime":
+             threads: int | None = None, device: str = "auto", verify: bool = True, **kwargs) -> "Runtime":
         """Validate `bundle` and start a backend on it.
 
         Args:
@@ -81,16 +81,21 @@ class Runtime:
                 "onnxruntime" or "tensorrt".
             precision: "fp32", "fp16" or "int8" (the variant must be in the bundle).
             threads: ONNX Runtime intra-op threads (default: all cores).
+            verify: for int8/fp16, run the bundle's acceptance probe on the backend that will serve and
+                refuse to load below the calibration gate (runtime/probe.py); False skips it (logged).
             **kwargs: truncation ("truncate" | "error"), cache_bytes, output_dtype ("float32" | "float16"),
                 image_limits, decode_threads.
         Raises:
-            BundleError: the bundle is missing, tampered with, or lacks the asked precision (says what to rebuild).
+            BundleError: the bundle is missing, tampered with, or lacks the asked precision (says what to rebuild),
+                or the int8/fp16 variant is below its gate on this machine (says what to serve instead).
         """
         if precision not in PRECISIONS:
             raise BundleError(f"precision={precision!r}: choose one of {PRECISIONS}")
         b = Bundle.open(pathlib.Path(bundle))
         tokenizer = Tokenizer.from_file(b.path(b.manifest["tokenizer"]["file"]))
         runner = select_backend(b, backend, precision, threads=threads, device=device).load()
+        if precision != "fp32":
+            _accept(b, runner, precision, verify)
         return cls(b, runner, tokenizer, **kwargs)
 
     # --- serving ------------------------------------------------------------
@@ -208,6 +213,20 @@ class Runtime:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _accept(bundle: Bundle, runner: Runner, precision: str, verify: bool) -> None:
+    """The load-time acceptance probe (runtime/probe.py); the runner is closed when it refuses."""
+    from vlfront.runtime import probe
+
+    if not verify:
+        probe.skipped(bundle, precision)
+        return
+    try:
+        probe.verify(bundle, runner, precision)
+    except BaseException:
+        runner.close()
+        raise
 
 
 def _raise_first(errors: list, isolate: bool) -> None:
