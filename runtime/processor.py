@@ -53,7 +53,7 @@ from vlfront.config import (
 )
 from vlfront.errors import ConfigError, RequestError, TokenizerError
 from vlfront.runtime import openai_compat
-from vlfront.runtime.images import ImageLimits, ImageSource, image_value_error
+from vlfront.runtime.images import DECODE_MODES, ImageLimits, ImageSource, image_value_error
 
 ROLES = ("system", "user", "assistant")
 TRUNCATION_POLICIES = ("truncate", "error")
@@ -92,6 +92,7 @@ class Processor:
         config: the bundle's Config (max_seq_len, max_text_tokens, image_size).
         truncation: "truncate" (default) or "error", see the module docstring.
         image_limits: limits for image sources (ImageLimits() when None).
+        decode: image decode mode, "exact" (SPEC 1.4) or "fast" (runtime/images.py); part of each image key.
 
     Raises:
         ConfigError: an unknown truncation policy or an invalid config.
@@ -104,13 +105,16 @@ class Processor:
     """
 
     def __init__(self, tokenizer, config: Config, truncation: str = "truncate",
-                 image_limits: ImageLimits | None = None):
+                 image_limits: ImageLimits | None = None, decode: str = "exact"):
         if truncation not in TRUNCATION_POLICIES:
             raise ConfigError(f"truncation={truncation!r}: choose one of {list(TRUNCATION_POLICIES)}")
         self.tokenizer = tokenizer
         self.config = config.validate()
         self.truncation = truncation
         self.image_limits = image_limits or ImageLimits()
+        if decode not in DECODE_MODES:
+            raise ConfigError(f"decode={decode!r}: choose one of {list(DECODE_MODES)}")
+        self.decode = decode
         self._role_ids = {role: self._encode(role + "\n") for role in ROLES}
         self._newline_ids = self._encode("\n")
         n = config.tokens_per_image
@@ -145,19 +149,19 @@ class Processor:
                     run.append(value)
                     continue
                 if run:
-                    segments.append(("text", self._encode("".join(run))))
+                    segments.append(("text", self._encode_run("".join(run), index, m)))
                     run = []
                 segments.append(("image", (value, f"image {n_images} (message {m}, item {i})")))
                 n_images += 1
             if run:
-                segments.append(("text", self._encode("".join(run))))
+                segments.append(("text", self._encode_run("".join(run), index, m)))
             segments.append(("ids", [IM_END_ID] + self._newline_ids))
         if add_prompt:
             segments.append(("ids", [IM_START_ID] + self._role_ids["assistant"]))
         dropped = self._fit(segments, n_images, index)
         # Images are read only once the request is known to fit.
         size, limits = self.config.image_size, self.image_limits
-        images = [ImageSource(value, size, limits, index, where)
+        images = [ImageSource(value, size, limits, index, where, self.decode)
                   for value, where in (v for kind, v in segments if kind == "image")]
         return self._pack(segments, images, dropped)
 
@@ -240,18 +244,40 @@ class Processor:
     # -- layout -----------------------------------------------------------
 
     def _encode(self, text: str) -> list[int]:
-        ids = list(self.tokenizer.encode(text))
+        return self._check_ids(self.tokenizer.encode(text))
+
+    @staticmethod
+    def _check_ids(ids) -> list[int]:
+        ids = list(ids)
         if ids and (min(ids) < 0 or max(ids) >= NUM_ORDINARY_TOKENS):
             bad = next(t for t in ids if not 0 <= t < NUM_ORDINARY_TOKENS)
             raise TokenizerError(f"the tokenizer returned id {bad} for ordinary text; ids must be in "
                                  f"0..{NUM_ORDINARY_TOKENS - 1} (special tokens are never encoded from text)")
         return ids
 
+    def _encode_run(self, text: str, index, m) -> list[int]:
+        """A text run's ids, only as many as can be kept: a `_Run` whose `more` says ids were left out."""
+        encode_prefix = getattr(self.tokenizer, "encode_prefix", None)
+        if encode_prefix is None:
+            return _Run(self._encode(text))
+        try:
+            ids, complete = encode_prefix(text, self.config.max_text_tokens)
+        except TokenizerError as e:
+            raise RequestError(f"message {m}: {e}", index) from None
+        run = _Run(self._check_ids(ids))
+        run.more = not complete
+        return run
+
     def _fit(self, segments, n_images: int, index) -> int:
-        """Apply the limits in place; return how many text tokens were dropped."""
+        """Apply the limits in place; return how many text tokens were dropped.
+
+        A run that was not encoded in full (`more`) has more than max_text_tokens tokens; it
+        counts as max_text_tokens + 1, so the count (and dropped_tokens) is then a lower bound.
+        """
         cfg = self.config
         runs = [ids for kind, ids in segments if kind == "text"]
-        text = sum(len(r) for r in runs)
+        text = sum(len(r) + r.more for r in runs)
+        at_least = "at least " if any(r.more for r in runs) else ""
         fixed = sum(len(v) for kind, v in segments if kind == "ids") + n_images * len(self._image_ids)
         over = max(text - cfg.max_text_tokens, fixed + text - cfg.max_seq_len)
         if over <= 0:
@@ -264,10 +290,10 @@ class Processor:
                 f"{per_image} tokens each); send fewer images or split the request", index)
         if self.truncation == "error":
             raise RequestError(
-                f"the request has {text} text tokens (max_text_tokens={cfg.max_text_tokens}) and "
-                f"{fixed + text} tokens in all (max_seq_len={cfg.max_seq_len}, images take {per_image} "
-                f"tokens each): {over} tokens over; shorten the text or use truncation='truncate'", index)
-        left = over
+                f"the request has {at_least}{text} text tokens (max_text_tokens={cfg.max_text_tokens}) and "
+                f"{at_least}{fixed + text} tokens in all (max_seq_len={cfg.max_seq_len}, images take {per_image} "
+                f"tokens each): {at_least}{over} tokens over; shorten the text or use truncation='truncate'", index)
+        left = over - sum(r.more for r in runs)  # keep the first text - over of the counted tokens
         for run in reversed(runs):
             cut = min(left, len(run))
             del run[len(run) - cut:]
@@ -288,6 +314,12 @@ class Processor:
         attention_mask[:n] = 1
         image_attention_mask = (input_ids == IMAGE_PAD_ID).astype(np.int64)
         return Layout(input_ids, attention_mask, image_attention_mask, images, dropped, n)
+
+
+class _Run(list):
+    """A text run's token ids; `more`: the run has more tokens than these (not all were encoded)."""
+
+    more = False
 
 
 def _text_error(text) -> str | None:

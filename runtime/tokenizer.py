@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from vlfront.config import NUM_ORDINARY_TOKENS, QWEN_PATTERN, SPECIAL_TOKENS, TOKENIZER_SIZE
 from vlfront.errors import TokenizerError
+from vlfront.runtime.text_prefix import NoCutError, encode_prefix
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -142,13 +143,13 @@ def _parse_merge(path, merge) -> tuple[str, str]:
     raise TokenizerError(f"{path}: malformed merge {merge!r}")
 
 
-def _consistency(doc: dict, vocab: dict[str, int], num_ordinary: int, merges: list) -> str:
-    """'' when tiktoken over `ranks` encodes exactly like this file, else the first reason it may not."""
+def _split_reason(doc: dict) -> str:
+    """'' when the file normalizes with NFC and pre-splits with exactly the Qwen regex, else why not."""
     if doc.get("normalizer") not in ({"type": "NFC"}, {"type": "Sequence", "normalizers": [{"type": "NFC"}]}):
         return "normalizer is not NFC"
     pre = doc.get("pre_tokenizer") or {}
-    steps = pre.get("pretokenizers") if pre.get("type") == "Sequence" else None
-    if not steps or len(steps) != 2:
+    steps = pre.get("pretokenizers") if isinstance(pre, dict) and pre.get("type") == "Sequence" else None
+    if not isinstance(steps, list) or len(steps) != 2 or not all(isinstance(s, dict) for s in steps):
         return "pre_tokenizer is not Sequence[Split, ByteLevel]"
     split, byte_level = steps
     if (split.get("type"), split.get("pattern"), split.get("behavior"), split.get("invert")) != (
@@ -156,6 +157,14 @@ def _consistency(doc: dict, vocab: dict[str, int], num_ordinary: int, merges: li
         return "pre_tokenizer Split is not the Qwen regex (Isolated, not inverted)"
     if (byte_level.get("type"), byte_level.get("add_prefix_space"), byte_level.get("use_regex")) != ("ByteLevel", False, False):
         return "pre_tokenizer ByteLevel adds a prefix space or its own regex"
+    return ""
+
+
+def _consistency(doc: dict, vocab: dict[str, int], num_ordinary: int, merges: list) -> str:
+    """'' when tiktoken over `ranks` encodes exactly like this file, else the first reason it may not."""
+    split = _split_reason(doc)
+    if split:
+        return split
     model = doc["model"]
     if not model.get("ignore_merges") or model.get("byte_fallback") or model.get("continuing_subword_prefix") \
             or model.get("end_of_word_suffix"):
@@ -224,6 +233,8 @@ class Tokenizer:
         self._id_to_bytes.update({i: s.encode("utf-8") for i, s in SPECIAL_TOKENS.items()})
         self._file = tokenizer_file
         self._hf = None
+        # encode_prefix's cuts are proven for NFC + the Qwen split only (runtime/text_prefix.py).
+        self.prefix_exact: bool = not _split_reason(tokenizer_file.doc)
         if tokenizer_file.rank_consistent:
             import tiktoken
 
@@ -298,6 +309,27 @@ class Tokenizer:
             return self._encode(self._normalize(text))
         except UnicodeEncodeError:  # a lone surrogate: found only when it happens, to keep the hot path lean
             raise self._surrogate_error(text) from None
+
+    def encode_prefix(self, text: str, limit: int) -> tuple[list[int], bool]:
+        """The first tokens of `encode(text)`, bounded work for a long text (runtime/text_prefix.py).
+
+        Returns:
+            (ids, complete): complete -> ids == encode(text); else ids == encode(text)[:limit]
+            and encode(text) has more than `limit` tokens.
+
+        Raises:
+            TokenizerError: `text` is not a str, holds a lone surrogate, or is a text over
+                FULL_CHARS characters whose kept tokens end inside a run with no exact cut.
+        """
+        try:
+            normalized = self._normalize(text)
+            if not self.prefix_exact:  # no proven cut: all of it (slow, exact)
+                return self._encode(normalized), True
+            return encode_prefix(self._encode, normalized, limit)
+        except UnicodeEncodeError:
+            raise self._surrogate_error(text) from None
+        except NoCutError as e:
+            raise TokenizerError(str(e)) from None
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """`encode` for each text, in order (one thread on the tiktoken path)."""
