@@ -14,7 +14,9 @@ from vlfront.errors import BundleError, RequestError, VlfrontError
 from vlfront.runtime.backends.base import Runner, select_backend
 from vlfront.runtime.bundle import Bundle
 from vlfront.runtime.cache import VisualTokenCache
+from vlfront.runtime.memory import tune_malloc
 from vlfront.runtime.processor import Layout, Processor
+from vlfront.runtime.shared_cache import open_shared_cache
 from vlfront.runtime.tokenizer import Tokenizer
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -57,18 +59,22 @@ class Runtime:
 
     def __init__(self, bundle: Bundle, runner: Runner, tokenizer: Tokenizer, *, truncation: str = "truncate",
                  cache_bytes: int = 256 * 1024 * 1024, output_dtype: str = "float32", image_limits=None,
-                 decode_threads: int | None = None):
+                 decode_threads: int | None = None, cache: str | None = None, decode: str = "exact"):
         if output_dtype not in OUTPUT_DTYPES:
             raise VlfrontError(f"output_dtype={output_dtype!r}: choose one of {sorted(OUTPUT_DTYPES)}")
         self.bundle = bundle
         self.config = bundle.config
         self.runner = runner
         self.tokenizer = tokenizer
-        self.processor = Processor(tokenizer, self.config, truncation=truncation, image_limits=image_limits)
+        self.processor = Processor(tokenizer, self.config, truncation=truncation, image_limits=image_limits,
+                                   decode=decode)
+        self.decode = decode  # "exact" | "fast": part of every image key (runtime/images.py)
+        tune_malloc()  # large decodes in the pool without page-faulting every buffer again (runtime/memory.py)
         self.cache = VisualTokenCache(cache_bytes)
         self.output_dtype = output_dtype
         self._pool = ThreadPoolExecutor(max_workers=decode_threads or min(8, os.cpu_count() or 1),
                                         thread_name_prefix="vlfront-decode")
+        self.shared_cache = open_shared_cache(cache, self)  # Redis, behind the local LRU (None: off)
 
     @classmethod
     def load(cls, bundle: str | os.PathLike, backend: str = "auto", precision: str = "fp32", *,
@@ -84,7 +90,9 @@ class Runtime:
             verify: for int8/fp16, run the bundle's acceptance probe on the backend that will serve and
                 refuse to load below the calibration gate (runtime/probe.py); False skips it (logged).
             **kwargs: truncation ("truncate" | "error"), cache_bytes, output_dtype ("float32" | "float16"),
-                image_limits, decode_threads.
+                image_limits, decode_threads, cache ("redis://host:port/db": a visual-token cache shared by
+                replicas, behind the local one; docs/triton.md), decode ("exact": SPEC 1.4, the default;
+                "fast": DCT-scaled JPEG decoding, deviation in docs/images.md).
         Raises:
             BundleError: the bundle is missing, tampered with, or lacks the asked precision (says what to rebuild),
                 or the int8/fp16 variant is below its gate on this machine (says what to serve instead).
@@ -182,6 +190,11 @@ class Runtime:
                     found[src.key] = (hit.visual_tokens, hit.pixel_values)
                 else:
                     todo[src.key] = src
+        if self.shared_cache is not None and todo:
+            for k, (tokens, px) in self.shared_cache.get_many(list(todo)).items():
+                found[k] = (tokens, px)
+                self.cache.put(k, tokens, px)
+                del todo[k]
         t0 = time.perf_counter()
         decoded = dict(zip(todo, self._pool.map(_decode, todo.values())))
         failed = {k: v for k, v in decoded.items() if isinstance(v, Exception)}
@@ -197,15 +210,22 @@ class Runtime:
             for (k, px), tokens in zip(pixels.items(), vt):
                 found[k] = (tokens, px)
                 self.cache.put(k, tokens, px)
+            if self.shared_cache is not None:
+                self.shared_cache.put_many({k: found[k] for k in pixels})
         timings["decode"] = t1 - t0
         timings["patch_embed"] = time.perf_counter() - t1
         return found
 
     def stats(self) -> dict:
-        return {"cache": self.cache.stats(), "backend": self.runner.name, "precision": self.runner.precision}
+        stats = {"cache": self.cache.stats(), "backend": self.runner.name, "precision": self.runner.precision}
+        if self.shared_cache is not None:
+            stats["shared_cache"] = self.shared_cache.stats()
+        return stats
 
     def close(self) -> None:
         self.runner.close()
+        if self.shared_cache is not None:
+            self.shared_cache.close()
         self._pool.shutdown(wait=False)
 
     def __enter__(self) -> "Runtime":

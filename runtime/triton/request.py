@@ -1,0 +1,73 @@
+"""The Triton request format: one BYTES element = one SPEC request as JSON, images as base64.
+
+    {"messages": [{"role": "user", "content": [
+        {"type": "image", "image_base64": "<base64 of the encoded file>"},
+        {"type": "text", "text": "What is in this picture?"}]}],
+     "add_generation_prompt": true}
+
+This is the body of the example server's POST /v1/embed, so a client moves between the two
+unchanged. Paths are refused (the model never opens files named by a client).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from vlfront.errors import RequestError
+
+MiB = 1 << 20
+HINT = ('the "request" tensor holds one JSON object {"messages": [...], "add_generation_prompt": true} '
+        'per element, images as {"type": "image", "image_base64": "..."}')
+
+
+def parse_request(raw, max_bytes: int = 64 * MiB) -> dict:
+    """One element of the `request` tensor -> a runtime request (base64 images decoded to bytes).
+
+    Raises:
+        RequestError: not bytes/UTF-8 JSON, over `max_bytes`, too deeply nested, or a bad image item.
+    """
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise RequestError(f"request element of type {type(raw).__name__}; {HINT}")
+    if len(raw) > max_bytes:
+        raise RequestError(f"request of {len(raw)} bytes is over the limit of {max_bytes} bytes "
+                           "(model parameter max_request_mb)")
+    try:
+        request = json.loads(bytes(raw))
+    except (ValueError, RecursionError) as e:  # bad JSON or UTF-8; absurdly deep nesting
+        raise RequestError(f"the request is not valid JSON ({type(e).__name__}: {str(e)[:200]}); {HINT}") from None
+    if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
+        raise RequestError(HINT)
+    for m, message in enumerate(request["messages"]):
+        if isinstance(message, dict) and isinstance(message.get("content"), list):
+            message["content"] = [_image_item(item, m, i) for i, item in enumerate(message["content"])]
+    return request
+
+
+def _image_item(item, m: int, i: int):
+    if not isinstance(item, dict) or "image_base64" not in item:
+        return item  # text items (and anything else) are checked by the runtime's processor
+    where = f"message {m}, item {i}"
+    if item.get("type") != "image" or set(item) != {"type", "image_base64"} or not isinstance(item["image_base64"], str):
+        raise RequestError(f"{where}: an image item is exactly {{\"type\": \"image\", \"image_base64\": \"<base64 of "
+                           f"the encoded file>\"}}, got keys {sorted(map(str, item))}")
+    try:
+        data = base64.b64decode(item["image_base64"], validate=True)
+    except (ValueError, binascii.Error) as e:
+        raise RequestError(f"{where}: image_base64 is not valid base64 ({e})") from None
+    return {"type": "image", "image": data}
+
+
+def encode_request(messages: list, add_generation_prompt: bool = True) -> bytes:
+    """Client side: a message list whose image items hold bytes -> the JSON of one `request` element."""
+    def item(it):
+        if isinstance(it, dict) and it.get("type") == "image" and isinstance(it.get("image"), (bytes, bytearray)):
+            return {"type": "image", "image_base64": base64.b64encode(it["image"]).decode("ascii")}
+        return it
+
+    out = [{**m, "content": [item(i) for i in m["content"]]} if isinstance(m.get("content"), list) else m
+           for m in messages]
+    return json.dumps({"messages": out, "add_generation_prompt": add_generation_prompt}).encode("utf-8")
