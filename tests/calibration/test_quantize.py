@@ -10,6 +10,7 @@ from onnx import numpy_helper
 
 from vlfront.calibration import graphs, quantize
 from vlfront.calibration.data import load_calibration_set, pixels
+from vlfront.calibration.gate import Thresholds
 from vlfront.config import preset
 from vlfront.errors import CalibrationError
 
@@ -27,10 +28,10 @@ def prepared(tiny_bundle):
     return graphs.prepare_patch_embed(graphs.load_inline(tiny_bundle / "patch_embed.onnx"), CFG)
 
 
-def _run(model_or_path, px, optimized=None):
+def _run(model_or_path, px, optimized=None, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = level
     if optimized:
         opts.optimized_model_filepath = str(optimized)
     src = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else str(model_or_path)
@@ -88,7 +89,13 @@ def test_onnxruntime_runs_the_int8_gemm_path(tmp_path, tiny_bundle, prepared, ph
     assert "MatMul" not in ops and "Conv" not in ops and "DequantizeLinear" not in ops, ops
     want = _run(tiny_bundle / "patch_embed.onnx", photos[1])
     cos = _cosines(got, want)
-    assert cos.min() > 0.999 and cos.mean() > 0.9999
+    gate = Thresholds()  # the default gate calibration ships behind, not figures one CPU gave
+    assert cos.min() >= gate.min_cosine and cos.mean() >= gate.mean_cosine
+    # With 7-bit weights the fused kernel's integer products are exact on every ISA, so it matches the graph's
+    # Q/DQ semantics (DequantizeLinear + float MatMul, no fusion) to float32 rounding; a kernel whose int16
+    # pair sums saturate (x86 without VNNI, 8-bit weights) was 2e-2 away from them.
+    semantics = _run(out, photos[1], level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    assert np.linalg.norm(got - semantics) / np.linalg.norm(semantics) <= 1e-4
 
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
