@@ -3,9 +3,9 @@
 `prepare_patch_embed` rewrites the traced patch-embedding graph into the same
 function (SPEC 1.5) written the way INT8 kernels want it:
 
-    pixel_values uint8 [N,224,224,3]
-      -> Reshape [N,14,16,14,16,3] -> Transpose -> Reshape [N,196,768]   (patchify, on uint8)
-      -> Cast float -> Mul(scale[768]) -> Add(shift[768])               (normalization: `pixels_normalized`)
+    pixel_values uint8 [N,224,224,3] -> Cast float                  (first: TensorRT takes uint8 only as I/O)
+      -> Reshape [N,14,16,14,16,3] -> Transpose -> Reshape [N,196,768]   (patchify, on float)
+      -> Mul(scale[768]) -> Add(shift[768])                            (normalization: `pixels_normalized`)
       -> MatMul(patch_proj.weight [768,D])                             (the stride-16 convolution)
       -> Add(bias_and_positions [196,D])                               (conv bias + vis_pos, one constant)
 
@@ -112,12 +112,12 @@ def prepare_patch_embed(model: onnx.ModelProto, config) -> onnx.ModelProto:
         "normalize_scale": scale, "normalize_shift": shift, PROJ_WEIGHT: proj.astype(np.float32),
         "bias_and_positions": (pos.astype(np.float64) + bias.astype(np.float64)).astype(np.float32),
     }
-    nodes = [
-        helper.make_node("Reshape", ["pixel_values", "patchify_shape"], ["patch_grid"], name="patchify/reshape"),
+    nodes = [  # cast before any reshape: TensorRT's parser refuses uint8 intermediates (docs/calibration.md)
+        helper.make_node("Cast", ["pixel_values"], ["pixels_float"], name="normalize/cast", to=TensorProto.FLOAT),
+        helper.make_node("Reshape", ["pixels_float", "patchify_shape"], ["patch_grid"], name="patchify/reshape"),
         helper.make_node("Transpose", ["patch_grid"], ["patch_grid_t"], name="patchify/transpose",
                          perm=[0, 1, 3, 2, 4, 5]),
-        helper.make_node("Reshape", ["patch_grid_t", "patches_shape"], ["patches"], name="patchify/flatten"),
-        helper.make_node("Cast", ["patches"], ["patches_float"], name="normalize/cast", to=TensorProto.FLOAT),
+        helper.make_node("Reshape", ["patch_grid_t", "patches_shape"], ["patches_float"], name="patchify/flatten"),
         helper.make_node("Mul", ["patches_float", "normalize_scale"], ["patches_scaled"], name="normalize/mul"),
         helper.make_node("Add", ["patches_scaled", "normalize_shift"], [NORMALIZED], name="normalize/add"),
         helper.make_node("MatMul", [NORMALIZED, PROJ_WEIGHT], ["patch_proj"], name="patch_proj/matmul"),
@@ -149,19 +149,22 @@ def to_float16(model: onnx.ModelProto, doc: str = "") -> onnx.ModelProto:
     """FP16 copy of a float graph with float32 graph inputs/outputs kept (Cast at the edges).
 
     Every float initializer and constant becomes FP16 (values beyond ±65504 clamp), every Cast to float
-    casts to FP16 instead. Integer parts (ids, shapes, indices) are untouched.
+    casts to FP16 instead, except a Cast feeding CumSum: that count stays float32 (fp16 counts are exact
+    only to 2048). Integer parts (ids, shapes, indices) are untouched.
     """
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
     del g.value_info[:]
+    counts = {n.input[0] for n in g.node if n.op_type == "CumSum"}
     for init in g.initializer:
         _convert_tensor(init)
     for node in g.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.TENSOR:
                 _convert_tensor(attr.t)
-            if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT \
+                    and node.output[0] not in counts:
                 attr.i = TensorProto.FLOAT16
     head, tail = [], []
     for inp in g.input:

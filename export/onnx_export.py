@@ -1,9 +1,12 @@
 """Trace the two stages to ONNX and point their weights into weights.safetensors.
 
-Opset 17 (parsed by TensorRT 8.6 and 10.x); the traced ops are Conv, Gather,
-CumSum, Where, Clip, Equal, Reshape, Transpose, Concat and elementwise math,
-all supported by TensorRT's ONNX parser. Weights stay as ONNX external data
-whose offsets point into the safetensors data section (one copy per bundle).
+Opset 17 (TensorRT 10.x parses opset 9 to 20); the traced ops are Conv, Gather,
+CumSum (float32), Where, Min/Max, Equal, Reshape, Transpose, Concat and
+elementwise math, written so every op gets a type TensorRT's ONNX parser
+documents for it (pixels cast to float before any reshape; the image-pad count
+in float32; Min/Max instead of an int64 Clip): `calibration.trt_rules` checks
+each graph against that table. Weights stay as ONNX external data whose
+offsets point into the safetensors data section (one copy per bundle).
 """
 
 from __future__ import annotations

@@ -109,7 +109,9 @@ class PatchEmbedStage(nn.Module):
         self.learned = front.config.vision_pos == "learned"
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        x = pixel_values.permute(0, 3, 1, 2).to(torch.float32)
+        # Cast first: TensorRT's parser takes uint8 only as a network input or output, never as the
+        # operand of a Transpose/Reshape (docs/calibration.md, TensorRT parser rules).
+        x = pixel_values.to(torch.float32).permute(0, 3, 1, 2)
         x = (x / 255.0 - self.image_mean) / self.image_std
         p = self.patch_embed(x)  # [N, D, grid, grid]
         tokens = p.flatten(2).transpose(1, 2)  # [N, grid*grid, D], k = r*grid + c
@@ -141,8 +143,11 @@ class FusionStage(nn.Module):
         d = self.token_embed.weight.shape[1]
         seq = input_ids.shape[1]
         is_img = input_ids == IMAGE_PAD_ID
-        flags = is_img.reshape(-1).to(torch.int64)
-        number = (torch.cumsum(flags, 0) - flags).reshape(input_ids.shape)
+        flags = is_img.reshape(-1)
+        # The count runs in float32 (TensorRT's CumSum takes only float types; exact up to 2^24 tokens in one
+        # call, 16384 requests of 1024) and is cast back to int64; to_float16 keeps this Cast float32.
+        number = (torch.cumsum(flags.to(torch.float32), 0).to(torch.int64) - flags.to(torch.int64))
+        number = number.reshape(input_ids.shape)
         # The pad row's index is derived from the (dynamic) batch size, so graph optimizers cannot
         # constant-fold this Gather: folding it would load the whole token table into memory
         # (ONNX Runtime: +660 MB peak RSS on the default preset) to compute one row.
@@ -150,10 +155,11 @@ class FusionStage(nn.Module):
         pad_row = self.token_embed.weight[pad_index]
         visual = visual_tokens.reshape(-1, d) + (self.modality_embed.weight[1] - pad_row)
         table = torch.cat([self.position_embed.weight + self.modality_embed.weight[0], visual], 0)
-        last = table.shape[0] - 1
+        # Min/Max rather than clamp: TensorRT's Clip takes only float types, Min/Max take int64.
+        last = torch.tensor(table.shape[0]) - 1
         position = torch.arange(seq, dtype=torch.int64).unsqueeze(0)
-        index = torch.where(is_img, torch.clamp(number + seq, max=last), position)
-        ids = torch.clamp(input_ids, 0, self.vocab_rows - 1)
+        index = torch.where(is_img, torch.minimum(number + seq, last), position)
+        ids = torch.maximum(torch.minimum(input_ids, torch.tensor(self.vocab_rows - 1)), torch.tensor(0))
         return self.token_embed.weight[ids] + table[index]
 
 
