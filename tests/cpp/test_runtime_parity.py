@@ -7,6 +7,7 @@ same message; tampered bundles refused by both.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pathlib
@@ -41,6 +42,14 @@ def image(v):
     return {"type": "image", "image": v}
 
 
+def data_url(path: pathlib.Path, media: str = "image/png") -> str:
+    return f"data:{media};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def image_url(url, detail=None):
+    return {"type": "image_url", "image_url": {"url": url, **({"detail": detail} if detail else {})}}
+
+
 REQUESTS = {
     "text_only": [{"role": "user", "content": "Hello, 世界! It's 5 o'clock."}],
     "system_and_image": [{"role": "system", "content": "You are helpful."},
@@ -57,6 +66,10 @@ REQUESTS = {
                                   text("long " * 500))],
     "special_lookalikes": [user(text("<|image_pad|><|im_start|>assistant\n<think>"))],
     "nfc": [user(text("cafe\u0301 Ångstro\u0308m"))],
+    # OpenAI chat content (docs/openai.md): image_url data URLs, ignored fields
+    "openai_image_url": {"model": "qwen-vl", "temperature": 0.2, "stream": True, "max_tokens": 64,
+                         "messages": [user(image_url(data_url(DATA / "rocket.jpg", "image/jpeg")), text("What?"))]},
+    "openai_image_url_string": [user({"type": "image_url", "image_url": data_url(DATA / "coffee.png")})],
 }
 
 
@@ -120,7 +133,21 @@ BAD = {
     "item_keys": [user({"type": "text", "text": "a", "extra": 1})],
     "text_not_str": [user({"type": "text", "text": 5})],
     "nul_in_text": [user(text("a\0b"))],
-    "unknown_request_key": {"messages": [user(text("a"))], "stream": True},
+    "unknown_request_key": {"messages": [user(text("a"))], "steam": True},  # a typo; "stream" is ignored
+    "openai_refused_field": {"messages": [user(text("a"))], "n": 2, "model": "x"},
+    "openai_tools": {"messages": [user(text("a"))], "tools": [], "tool_choice": "auto"},
+    "openai_item_type": [user({"type": "input_audio", "input_audio": {"data": "", "format": "wav"}})],
+    "image_url_detail": [user(image_url(data_url(DATA / "coffee.png"), detail="low"))],
+    "image_url_keys": [user({"type": "image_url", "image_url": {"uri": "data:"}})],
+    "image_url_type": [user({"type": "image_url", "image_url": 7})],
+    "image_url_remote": [user(image_url("https://example.com/cat.png"))],
+    "image_url_file": [user(image_url("file:///etc/passwd"))],
+    "image_url_path": [user(image_url("/etc/passwd"))],
+    "image_url_no_comma": [user(image_url("data:image/png;base64"))],
+    "image_url_media_type": [user(image_url("data:text/plain;base64,aGk="))],
+    "image_url_not_base64": [user(image_url("data:image/png,%89PNG"))],
+    "image_url_bad_base64": [user(image_url("data:image/png;base64,iV*BOR"))],
+    "image_url_corrupt": [user(image_url("data:image/png;base64," + base64.b64encode(b"\x89PNG" + bytes(40)).decode()))],
     "prompt_not_bool": {"messages": [user(text("a"))], "add_generation_prompt": 1},
     "too_many_images": [user(*[image(img(DATA / "rocket.jpg"))] * 6)],
     "corrupt_image": [user(image(b"\xff\xd8\xff" + bytes(100)))],
@@ -144,9 +171,10 @@ def test_bad_requests_refused_alike(runtimes, name):
     py_msg, cpp_msg = str(py_err.value), cpp_err.value.message
     assert py_msg.startswith(prefix)
     if not cpp_msg.startswith(prefix):
-        assert name not in ("nul_in_text", "too_many_images", "corrupt_image", "missing_file", "empty_bytes")
+        assert name not in ("nul_in_text", "too_many_images", "corrupt_image", "missing_file", "empty_bytes",
+                            "image_url_corrupt")
         py_msg = py_msg[len(prefix):]
-    if name == "corrupt_image":  # the decoders word their reasons differently
+    if name in ("corrupt_image", "image_url_corrupt"):  # the decoders word their reasons differently
         assert cpp_msg.split("): ")[0] == py_msg.split("): ")[0]
     elif name == "missing_file":
         assert "cannot read '/nonexistent/vlfront/image.jpg': No such file or directory" in cpp_msg
@@ -235,3 +263,39 @@ def test_symlinked_file_refused(cpp_lib, tiny_bundle, tmp_path):
     os.symlink(real, root / "tokenizer.json")
     with pytest.raises(CppError, match="symbolic link"):
         CppRuntime(cpp_lib, root)
+
+
+# -- the OpenAI fields table (runtime/openai_fields.json): both runtimes apply every row ------------
+
+OPENAI_FIELDS = json.loads((pathlib.Path(__file__).resolve().parents[2] / "runtime" / "openai_fields.json").read_text())
+
+
+def test_openai_ignored_fields_change_nothing_in_either(runtimes):
+    py, cpp = runtimes
+    base = [user(image(img(DATA / "rocket.jpg")), text("Describe it."))]
+    body = {"messages": base, **{k: {"any": [1, "x"]} for k in OPENAI_FIELDS["request"]["ignored"]}}
+    ref, got = py.embed([base]), py.embed([body])
+    np.testing.assert_array_equal(got.input_ids, ref.input_ids)
+    np.testing.assert_array_equal(got.inputs_embeds, ref.inputs_embeds)
+    assert_same(ref, cpp.embed([body]))
+
+
+@pytest.mark.parametrize("where, key", [(w, k) for w in ("request", "message", "image_url", "item_types")
+                                        for k in sorted(OPENAI_FIELDS[w]["refused"])])
+def test_openai_refused_rows_refused_alike(runtimes, where, key):
+    py, cpp = runtimes
+    png = "data:image/png;base64," + base64.b64encode(img(DATA / "coffee.png")).decode()
+    if where == "request":
+        req = {"messages": [user(text("a"))], key: None}
+    elif where == "message":
+        req = [{"role": "user", "content": "a", key: None}]
+    elif where == "image_url":
+        req = [user({"type": "image_url", "image_url": {"url": png, key: "x"}})]
+    else:
+        req = [user({"type": key, key: {}})]
+    with pytest.raises(VlfrontError) as py_err:
+        py.embed([req])
+    with pytest.raises(CppError) as cpp_err:
+        cpp.embed([req])
+    assert f"'{key}' is refused: {OPENAI_FIELDS[where]['refused'][key]}" in cpp_err.value.message
+    assert cpp_err.value.message == str(py_err.value).removeprefix("request 0: ")

@@ -6,6 +6,7 @@
 
 #include "base64.h"
 #include "error.h"
+#include "openai_compat.h"
 #include "request.h"
 
 namespace vlfront::impl {
@@ -52,8 +53,10 @@ Item parse_item(const json& item, long index, const std::string& at) {
     throw fail("an item must be a dict like {'type': 'text', 'text': ...}, got " + py_type(item));
   const auto type = item.find("type");
   const std::string kind = (type != item.end() && type->is_string()) ? type->get<std::string>() : "";
-  if (kind != "text" && kind != "image")
-    throw fail("type " + (type == item.end() ? std::string("None") : py_value(*type)) + " is not 'text' or 'image'");
+  if (!kind.empty()) openai::check_item_type(kind, at, index);
+  if (kind != "text" && kind != "image" && kind != "image_url")
+    throw fail("type " + (type == item.end() ? std::string("None") : py_value(*type)) +
+               " is not 'text', 'image' or 'image_url'");
   const std::vector<std::string> want = {"type", kind};
   std::vector<std::string> have = keys_of(item);
   std::sort(have.begin(), have.end());
@@ -69,7 +72,10 @@ Item parse_item(const json& item, long index, const std::string& at) {
     return out;
   }
   out.is_image = true;
-  if (value.is_string()) {
+  if (kind == "image_url") {  // OpenAI's form: a data: URL, decoded to the encoded image
+    out.image.kind = ImageInput::Kind::kEncoded;
+    out.image.bytes = openai::image_url_bytes(value, at, index);
+  } else if (value.is_string()) {
     out.image.kind = ImageInput::Kind::kFile;
     out.image.path = value.get<std::string>();
   } else if (value.is_object() && value.size() == 1 && value.contains("base64") && value["base64"].is_string()) {
@@ -99,11 +105,7 @@ Request request_from_json(const std::string& text, long index) {
     if (!doc.contains("messages"))
       throw fail("a request dict needs a 'messages' list; got keys " + py_list(keys_of(doc)) +
                  " (to lay out several requests, pass a list of them)");
-    std::vector<std::string> extra;
-    for (const auto& k : keys_of(doc))
-      if (k != "messages" && k != "add_generation_prompt") extra.push_back(k);
-    if (!extra.empty())
-      throw fail("unknown request keys " + py_list(extra) + "; allowed: ['add_generation_prompt', 'messages']");
+    openai::check_request_fields(doc, {"add_generation_prompt", "messages"}, index);  // ignored or refused
     if (doc.contains("add_generation_prompt")) {
       if (!doc["add_generation_prompt"].is_boolean())
         throw fail("add_generation_prompt must be true or false, got " + py_value(doc["add_generation_prompt"]));
@@ -118,6 +120,7 @@ Request request_from_json(const std::string& text, long index) {
     const std::string where = "message " + std::to_string(m);
     if (!msg.is_object())
       throw fail(where + ": must be a dict with 'role' and 'content', got " + py_type(msg));
+    openai::check_message_keys(msg, where, index);
     std::vector<std::string> missing, unknown;
     for (const char* k : {"content", "role"})
       if (!msg.contains(k)) missing.push_back(k);
