@@ -5,10 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CACHE  := build/cache
 RANKS  := $(CACHE)/qwen.tiktoken
+TRITON_ENV   := build/triton-env
+TRITON_STAMP := $(TRITON_ENV)/.installed
 
-.PHONY: setup export test bench cpp cpp-test cpp-asan gpu-check calibrate engines clean
+.PHONY: setup export test bench bench-triton cpp cpp-test cpp-asan gpu-setup gpu-check calibrate engines clean
 
-setup: $(STAMP) $(RANKS)
+setup: $(STAMP) $(RANKS) $(TRITON_STAMP)
 
 # A virtual environment with pinned dependencies; torch==2.13.0 is the CPU build.
 $(STAMP): pyproject.toml constraints.txt
@@ -16,6 +18,15 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[export,dev,bench,serve]'
 	@touch $@
+
+# Triton + Redis (docs/triton.md): redis-server (apt), the nvidia-pytriton wheel + tritonclient, and the
+# python-backend stub env (numpy<2). A step that cannot be done is reported; those tests then skip.
+$(TRITON_STAMP): $(STAMP) runtime/triton/install_deps.sh runtime/triton/stub-requirements.txt
+	@runtime/triton/install_deps.sh $(BIN)/python $(TRITON_ENV)
+
+# Triton vs the Starlette example server, and two Triton replicas sharing one Redis (docs/triton.md).
+bench-triton: setup
+	$(BIN)/python -m vlfront.runtime.triton.bench --bundle build/default --out build/bench-triton
 
 # The Qwen BPE ranks, taken out of the dashscope wheel (sha256-verified).
 $(RANKS): $(STAMP)
@@ -38,6 +49,21 @@ calibrate: setup
 engines: setup
 	$(BIN)/vlfront engines --bundle build/default
 
+# TensorRT where a CUDA GPU is (docs/calibration.md): the pinned tensorrt-cu12 (pyproject [gpu]) and torch 2.13.0's
+# CUDA build in place of the CPU one (the TensorRT runner allocates GPU memory through torch.cuda), other pins kept.
+# Run `make gpu-setup` again after anything reinstalls the CPU torch (a changed pyproject.toml re-runs setup).
+# GPU_TORCH_ARGS: extra pip arguments for that torch, e.g. the --index-url of a CUDA 12 wheel index.
+TENSORRT_PIN   := tensorrt-cu12==10.13.3.9
+GPU_TORCH_ARGS ?=
+gpu-setup: setup
+	@grep -v '^torch==' constraints.txt > build/gpu-constraints.txt
+	$(BIN)/python -m pip uninstall -q -y torch
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c build/gpu-constraints.txt 'torch==2.13.0' \
+	  '$(TENSORRT_PIN)' $(GPU_TORCH_ARGS)
+	$(BIN)/python -c "import tensorrt, torch; print('[gpu-setup] TensorRT', tensorrt.__version__, '| torch', \
+	  torch.__version__, 'CUDA', torch.version.cuda, '| torch sees a GPU:', torch.cuda.is_available())"
+
+# Fails (exit 2) where a GPU is visible but TensorRT is not usable; skips (exit 0) only where no GPU is.
 gpu-check: setup
 	$(BIN)/python -m vlfront.calibration.gpu_check --bundle build/default
 

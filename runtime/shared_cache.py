@@ -201,7 +201,7 @@ def _client(url: str, timeout_s: float):
     # No retries: a failed call is a miss, and the next request tries again after retry_after_s.
     return redis.Redis(host=parts.hostname, port=port, db=db, password=parts.password, username=parts.username or None,
                        ssl=parts.scheme == "rediss", socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                       retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0,
+                       retry=Retry(NoBackoff(), 0), health_check_interval=0,
                        single_connection_client=False, max_connections=64)
 
 
