@@ -1,10 +1,11 @@
-// Example HTTP server: a vlfront bundle behind cpp-httplib (Debian's
-// libcpp-httplib), through the dynamic batcher, using only the public C++
-// wrapper (vlfront.hpp over libvlfront.so). The same API as
-// examples/server.py (the Python one):
+// Example HTTP server: a vlfront bundle behind a small event-driven HTTP/1.1
+// front (http_front.h), through the dynamic batcher, using only the public C++
+// wrapper (vlfront.hpp over libvlfront.so) and the runtime's untrusted-JSON
+// parser (json_guard.h). The same API as examples/server.py (the Python one):
 //
 //   vlfront-http-server --bundle build/default --host 127.0.0.1 --port 8000
-//   curl -sS --data-binary @request.json http://127.0.0.1:8000/v1/embed -o embeds.npy
+//   curl -sS -H 'Content-Type: application/json' --data-binary @request.json
+//        http://127.0.0.1:8000/v1/embed -o embeds.npy   (one command line)
 //
 // POST /v1/embed takes one request {"messages": [...], "add_generation_prompt": true}
 // whose image items are {"type": "image", "image_base64": "<base64 of the encoded
@@ -13,26 +14,35 @@
 // default) or, with Accept: application/x-safetensors, a safetensors file with
 // inputs_embeds, input_ids, attention_mask, image_attention_mask. Headers:
 // X-Dropped-Tokens, X-Num-Tokens, X-Num-Images, X-Inputs-Embeds-Shape.
-// Errors are JSON {"error": reason, "index": 0}: 400 bad JSON or request, 406 an
-// Accept we cannot answer, 413 a body over --max-body-mb, 503 queue full
+// Errors are JSON {"error": reason, "index": 0}: 400 bad JSON or request, 404 no
+// such route, 405 another method (Allow: POST), 406 an Accept we cannot answer,
+// 408 a request not received within --request-timeout-s, 413 a body over
+// --max-body-mb, 415 a Content-Type other than application/json (or any
+// Content-Encoding), 431 a head over 16 KiB, 503 queue or connections full
 // (Retry-After: 1). GET /healthz returns cache, backend and batcher counters.
-// --port 0 picks a free port; the first stdout line says which.
-#include <httplib.h>
+// docs/runtime.md ("Server") has the rules; --port 0 picks a free port; the
+// first stdout line says which.
 #include <signal.h>
 
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "http_front.h"
+#include "json_guard.h"
 #include "vlfront/vlfront.hpp"
 
 namespace {
 
 using nlohmann::json;
+using vlfront_server::HttpRequest;
+using vlfront_server::HttpResponse;
 constexpr const char* kNpy = "application/x-npy";
 constexpr const char* kSafetensors = "application/x-safetensors";
 constexpr const char* kBodyHint = "the body must be a JSON object {\"messages\": [...], \"add_generation_prompt\": true}";
@@ -42,9 +52,14 @@ struct Refused {
   std::string message;
 };
 
-void send_error(httplib::Response& res, int status, const std::string& message) {
+// Every error answer: {"error": message, "index": 0}; dump_safe never throws on bytes that
+// are not UTF-8 (a client's Accept header, say).
+HttpResponse error_response(int status, const std::string& message) {
+  HttpResponse res;
   res.status = status;
-  res.set_content(json{{"error", message}, {"index", 0}}.dump(), "application/json");
+  res.body = vlfront::json_guard::dump_safe(json{{"error", message}, {"index", 0}});
+  if (status == 503) res.headers.emplace_back("Retry-After", "1");
+  return res;
 }
 
 std::string negotiate(const std::string& accept) {
@@ -68,12 +83,13 @@ std::string negotiate(const std::string& accept) {
 }
 
 // {"type": "image", "image_base64": s} -> the runtime's {"type": "image", "image": {"base64": s}}.
+// json_guard::parse bounds depth and checks UTF-8 first, so nothing below can recurse deeply.
 std::string to_runtime_request(const std::string& body) {
   json request;
   try {
-    request = json::parse(body);
-  } catch (const json::exception& e) {
-    throw Refused{400, std::string("the body is not valid JSON (") + e.what() + "); " + kBodyHint};
+    request = vlfront::json_guard::parse(body, "the body");
+  } catch (const vlfront::json_guard::Refused& e) {
+    throw Refused{400, e.what()};
   }
   if (!request.is_object() || !request.contains("messages") || !request["messages"].is_array())
     throw Refused{400, kBodyHint};
@@ -99,13 +115,6 @@ std::string to_runtime_request(const std::string& body) {
     }
   }
   return request.dump();
-}
-
-// The message without the batcher's "request k: " prefix (k is a slot in a server-side batch).
-std::string reason(const std::string& message) {
-  if (message.rfind("request ", 0) != 0) return message;
-  const size_t colon = message.find(": ");
-  return colon == std::string::npos ? message : message.substr(colon + 2);
 }
 
 std::string npy(const vlfront::TensorView& t) {
@@ -147,9 +156,9 @@ std::string safetensors(const vlfront::Embeddings& out) {
 }
 
 struct Args {
-  std::string bundle, host = "127.0.0.1", precision = "fp32", backend = "auto", threads;
-  int port = 8000, max_batch = 8, max_queue = 256;
-  double max_wait_ms = 5.0, max_body_mb = 32.0;
+  std::string bundle, host = "127.0.0.1", precision = "fp32", backend = "auto", threads, decode = "exact";
+  int port = 8000, max_batch = 8, max_queue = 256, workers = 16, max_connections = 256;
+  double max_wait_ms = 5.0, max_body_mb = 32.0, request_timeout_s = 30.0, idle_timeout_s = 10.0;
 };
 
 Args parse(int argc, char** argv) {
@@ -164,14 +173,101 @@ Args parse(int argc, char** argv) {
     else if (k == "--precision") a.precision = v;
     else if (k == "--backend") a.backend = v;
     else if (k == "--threads") a.threads = v;
+    else if (k == "--decode") a.decode = v;  // "exact" | "fast" (the runtime checks it)
     else if (k == "--max-batch") a.max_batch = std::stoi(v);
     else if (k == "--max-wait-ms") a.max_wait_ms = std::stod(v);
     else if (k == "--max-queue") a.max_queue = std::stoi(v);
     else if (k == "--max-body-mb") a.max_body_mb = std::stod(v);
+    else if (k == "--workers") a.workers = std::stoi(v);
+    else if (k == "--max-connections") a.max_connections = std::stoi(v);
+    else if (k == "--request-timeout-s") a.request_timeout_s = std::stod(v);
+    else if (k == "--idle-timeout-s") a.idle_timeout_s = std::stod(v);
     else throw std::runtime_error("unknown argument " + k);
   }
   if (a.bundle.empty()) throw std::runtime_error("--bundle is required");
+  if (a.workers < 1 || a.max_connections < 1 || a.request_timeout_s <= 0 || a.idle_timeout_s <= 0 || a.max_body_mb <= 0)
+    throw std::runtime_error("--workers, --max-connections, the timeouts and --max-body-mb must be positive");
   return a;
+}
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string path_of(const HttpRequest& r) { return r.target.substr(0, r.target.find('?')); }
+
+// Refusals that need only the head: route, method, Content-Type/-Encoding, Accept.
+// Python's examples/server.py answers the same (docs/runtime.md, "Server").
+std::optional<HttpResponse> check_head(const HttpRequest& r) {
+  const std::string path = path_of(r);
+  const char* allow = path == "/v1/embed" ? "POST" : path == "/healthz" ? "GET" : nullptr;
+  if (!allow) return error_response(404, "no such route; the routes are POST /v1/embed and GET /healthz");
+  if (r.method != allow) {
+    HttpResponse res = error_response(405, "method " + r.method + " is not allowed on " + path + "; use " + allow);
+    res.headers.emplace_back("Allow", allow);
+    return res;
+  }
+  if (path != "/v1/embed") return std::nullopt;
+  const std::string encoding = lower(r.header("content-encoding"));
+  if (!encoding.empty() && encoding != "identity")
+    return error_response(415, "the body must not be compressed (Content-Encoding); send the JSON as it is");
+  const std::string type = lower(r.header("content-type"));
+  const std::string media = type.substr(0, type.find(';'));
+  const std::string params = type.find(';') == std::string::npos ? "" : type.substr(type.find(';') + 1);
+  std::string trimmed = media;
+  trimmed.erase(0, trimmed.find_first_not_of(" \t"));
+  trimmed.erase(trimmed.find_last_not_of(" \t") + 1);
+  const bool utf8 = params.find("charset") == std::string::npos || params.find("utf-8") != std::string::npos;
+  if (trimmed != "application/json" || !utf8)
+    return error_response(415, "the body must be JSON sent with Content-Type: application/json (UTF-8)");
+  try {
+    negotiate(r.header("accept"));
+  } catch (const Refused& e) {
+    return error_response(e.status, e.message);
+  }
+  return std::nullopt;
+}
+
+// The message without the batcher's "request k: " prefix (k is a slot in a server-side batch).
+std::string reason(const std::string& message) {
+  if (message.rfind("request ", 0) != 0) return message;
+  const size_t colon = message.find(": ");
+  return colon == std::string::npos ? message : message.substr(colon + 2);
+}
+
+HttpResponse embed(vlfront::Batcher& batcher, const HttpRequest& req) {
+  try {
+    const std::string fmt = negotiate(req.header("accept"));
+    vlfront::Request request = vlfront::Request::from_json(to_runtime_request(req.body));
+    vlfront::Embeddings out = batcher.embed(request);
+    const auto embeds = out.get(VLF_OUTPUT_INPUTS_EMBEDS);
+    const auto mask = out.get(VLF_OUTPUT_ATTENTION_MASK);
+    int64_t tokens = 0;
+    for (int64_t i = 0; i < mask.numel(); ++i) tokens += mask.as<int64_t>()[i];
+    std::string shape;
+    for (size_t i = 0; i < embeds.shape.size(); ++i) shape += (i ? "," : "") + std::to_string(embeds.shape[i]);
+    HttpResponse res;
+    res.headers = {{"X-Dropped-Tokens", std::to_string(out.get(VLF_OUTPUT_DROPPED_TOKENS).as<int64_t>()[0])},
+                   {"X-Num-Tokens", std::to_string(tokens)},
+                   {"X-Num-Images", std::to_string(out.get(VLF_OUTPUT_IMAGES_PER_REQUEST).as<int64_t>()[0])},
+                   {"X-Inputs-Embeds-Shape", shape}};
+    res.content_type = fmt;
+    res.body = fmt == kSafetensors ? safetensors(out) : npy(embeds);
+    return res;
+  } catch (const Refused& e) {
+    return error_response(e.status, e.message);
+  } catch (const vlfront::Exception& e) {
+    switch (e.code()) {
+      case VLF_ERR_REQUEST:
+      case VLF_ERR_IMAGE:
+        return error_response(400, reason(e.what()));
+      case VLF_ERR_QUEUE_FULL:
+        return error_response(503, e.what());
+      default:
+        return error_response(500, e.what());
+    }
+  }
 }
 
 }  // namespace
@@ -182,8 +278,8 @@ int main(int argc, char** argv) {
     a = parse(argc, argv);
   } catch (const std::exception& e) {
     std::cerr << "vlfront-http-server: " << e.what() << "\nusage: vlfront-http-server --bundle DIR [--host H] [--port P] "
-              << "[--precision P] [--backend B] [--threads N] [--max-batch N] [--max-wait-ms MS] [--max-queue N] "
-                 "[--max-body-mb MB]\n";
+              << "[--precision P] [--backend B] [--threads N] [--decode exact|fast] [--max-batch N] [--max-wait-ms MS] [--max-queue N] "
+                 "[--max-body-mb MB] [--workers N] [--max-connections N] [--request-timeout-s S] [--idle-timeout-s S]\n";
     return 2;
   }
   // SIGINT/SIGTERM stop the server from a thread of ours (not from a signal handler).
@@ -197,55 +293,24 @@ int main(int argc, char** argv) {
     vlfront::RuntimeOptions options;
     options.set("backend", a.backend).set("precision", a.precision).set("allow_paths", "0");
     if (!a.threads.empty()) options.set("threads", a.threads);
+    options.set("decode", a.decode);
     vlfront::Runtime runtime(a.bundle, options);
     vlfront::Batcher batcher(runtime, static_cast<size_t>(a.max_batch), static_cast<int64_t>(a.max_wait_ms * 1000),
                              static_cast<size_t>(a.max_queue));
-    httplib::Server server;
-    const size_t max_body = static_cast<size_t>(a.max_body_mb * (1 << 20));
-    server.set_payload_max_length(max_body);
-    server.set_error_handler([&](const httplib::Request&, httplib::Response& res) {
-      if (!res.body.empty()) return;
-      if (res.status == 413)
-        send_error(res, 413, "the body is over the limit of " + std::to_string(max_body) + " bytes (--max-body-mb)");
-      else
-        send_error(res, res.status, "HTTP " + std::to_string(res.status));
-    });
+    vlfront_server::FrontOptions front_options;
+    front_options.host = a.host;
+    front_options.port = a.port;
+    front_options.limits.max_body = static_cast<size_t>(a.max_body_mb * (1 << 20));
+    front_options.workers = a.workers;
+    front_options.max_connections = a.max_connections;
+    front_options.request_timeout_s = a.request_timeout_s;
+    front_options.idle_timeout_s = a.idle_timeout_s;
 
-    server.Post("/v1/embed", [&](const httplib::Request& req, httplib::Response& res) {
-      try {
-        const std::string fmt = negotiate(req.get_header_value("Accept"));
-        vlfront::Request request = vlfront::Request::from_json(to_runtime_request(req.body));
-        vlfront::Embeddings out = batcher.embed(request);
-        const auto embeds = out.get(VLF_OUTPUT_INPUTS_EMBEDS);
-        const auto mask = out.get(VLF_OUTPUT_ATTENTION_MASK);
-        int64_t tokens = 0;
-        for (int64_t i = 0; i < mask.numel(); ++i) tokens += mask.as<int64_t>()[i];
-        std::string shape;
-        for (size_t i = 0; i < embeds.shape.size(); ++i) shape += (i ? "," : "") + std::to_string(embeds.shape[i]);
-        res.set_header("X-Dropped-Tokens", std::to_string(out.get(VLF_OUTPUT_DROPPED_TOKENS).as<int64_t>()[0]));
-        res.set_header("X-Num-Tokens", std::to_string(tokens));
-        res.set_header("X-Num-Images", std::to_string(out.get(VLF_OUTPUT_IMAGES_PER_REQUEST).as<int64_t>()[0]));
-        res.set_header("X-Inputs-Embeds-Shape", shape);
-        res.set_content(fmt == kSafetensors ? safetensors(out) : npy(embeds), fmt.c_str());
-      } catch (const Refused& e) {
-        send_error(res, e.status, e.message);
-      } catch (const vlfront::Exception& e) {
-        switch (e.code()) {
-          case VLF_ERR_REQUEST:
-          case VLF_ERR_IMAGE:
-            send_error(res, 400, reason(e.what()));
-            break;
-          case VLF_ERR_QUEUE_FULL:
-            send_error(res, 503, e.what());
-            res.set_header("Retry-After", "1");
-            break;
-          default:
-            send_error(res, 500, e.what());
-        }
-      }
-    });
-
-    server.Get("/healthz", [&](const httplib::Request&, httplib::Response& res) {
+    vlfront_server::FrontHandlers handlers;
+    handlers.check_head = check_head;
+    handlers.error = error_response;
+    handlers.handle = [&](const HttpRequest& req) -> HttpResponse {
+      if (path_of(req) == "/v1/embed") return embed(batcher, req);
       json body = {{"backend", runtime.backend()},
                    {"precision", a.precision},
                    {"cache",
@@ -255,12 +320,16 @@ int main(int argc, char** argv) {
                      {"misses", runtime.get_int("cache_misses")},
                      {"evictions", runtime.get_int("cache_evictions")}}},
                    {"batcher", {{"requests", batcher.get_int("requests")}, {"batches", batcher.get_int("batches")}}}};
-      res.set_content(body.dump(), "application/json");
-    });
-
-    const int port = a.port == 0 ? server.bind_to_any_port(a.host) : (server.bind_to_port(a.host, a.port) ? a.port : -1);
-    if (port < 0) {
-      std::cerr << "vlfront-http-server: cannot listen on " << a.host << ":" << a.port << "\n";
+      HttpResponse res;
+      res.body = body.dump();
+      return res;
+    };
+    vlfront_server::HttpFront front(front_options, handlers);
+    int port;
+    try {
+      port = front.bind();
+    } catch (const std::exception& e) {
+      std::cerr << "vlfront-http-server: " << e.what() << "\n";
       return 1;
     }
     std::printf("listening on http://%s:%d\n", a.host.c_str(), port);
@@ -268,10 +337,10 @@ int main(int argc, char** argv) {
     std::thread stopper([&] {
       int sig = 0;
       sigwait(&stop_signals, &sig);
-      server.stop();
+      front.stop();
     });
     stopper.detach();
-    server.listen_after_bind();
+    front.run();
     return 0;  // the batcher finishes its queue, then the runtime closes (destructors)
   } catch (const vlfront::Exception& e) {
     std::cerr << "vlfront-http-server: " << e.what() << "\n";

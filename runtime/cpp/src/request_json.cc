@@ -6,6 +6,7 @@
 
 #include "base64.h"
 #include "error.h"
+#include "json_guard.h"
 #include "openai_compat.h"
 #include "request.h"
 
@@ -44,6 +45,7 @@ std::string py_value(const json& v) {
   if (v.is_boolean()) return v.get<bool>() ? "True" : "False";
   if (v.is_null()) return "None";
   if (v.is_string()) return "'" + v.get<std::string>() + "'";
+  if (v.is_structured()) return py_type(v);  // never dump client containers (deep nesting, size)
   return v.dump();
 }
 
@@ -95,9 +97,9 @@ Request request_from_json(const std::string& text, long index) {
   auto fail = [&](const std::string& m) { return request_error(VLF_ERR_REQUEST, index, m); };
   json doc;
   try {
-    doc = json::parse(text);
-  } catch (const json::exception& e) {
-    throw fail(std::string("the request is not valid JSON: ") + e.what());
+    doc = json_guard::parse(text, "the request");  // UTF-8, depth <= 64, no client bytes in the message
+  } catch (const json_guard::Refused& e) {
+    throw fail(e.what());
   }
   Request req;
   const json* messages = &doc;
