@@ -14,6 +14,19 @@ two things:
       im = PIL.ImageOps.exif_transpose(PIL.Image.open(src)).convert("RGB")
       pixels = np.asarray(im.resize((S, S), PIL.Image.BICUBIC), np.uint8)
 
+  bit for bit, without the reference's two full-size copies (exif_transpose
+  without an orientation, and convert("RGB") of an RGB image, each copy the
+  decoded image): a 12 MP photo is 48 MB in Pillow, and every copy is page
+  faults and memory traffic (docs/images.md).
+
+Decode modes (`decode=`, part of the key, so a cache never mixes them):
+
+* "exact" (default): SPEC section 1.4, bit-exact.
+* "fast": a JPEG is decoded DCT-scaled by 1/s (Pillow `draft`, libjpeg
+  scale_denom = s; s in 1, 2, 4, 8, the largest with both sides >= 2 x S),
+  then the same orientation, RGB and bicubic resize. Other formats and pixel
+  sources decode as in "exact". The deviation is measured in docs/images.md.
+
 Every failure (unreadable, corrupted, truncated, too large, unsupported) is an
 `ImageError` naming the request index, the image and the reason; the limits
 live in `ImageLimits`.
@@ -56,6 +69,9 @@ from vlfront.errors import ImageError
 
 _TAG_ENCODED = b"vlfront.image.v1/encoded\n"
 _TAG_RGB = b"vlfront.image.v1/rgb\n"
+# Fast-mode keys: a different tag, so that an exact and a fast key never match.
+_TAG_FAST = {_TAG_ENCODED: b"vlfront.image.v1/encoded+fast\n", _TAG_RGB: b"vlfront.image.v1/rgb+fast\n"}
+DECODE_MODES = ("exact", "fast")
 DEFAULT_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
 
 
@@ -102,6 +118,7 @@ class ImageSource:
         limits: ImageLimits (defaults when None).
         index: the request's index in its batch, for messages.
         where: names the image in messages, e.g. "image 0 (message 1, item 2)".
+        decode: "exact" (SPEC section 1.4) or "fast" (module docstring).
 
     Attributes:
         key: 32-byte digest identifying what decode() consumes.
@@ -116,10 +133,13 @@ class ImageSource:
         (224, 224, 3)
     """
 
-    __slots__ = ("key", "_data", "_rgb", "_size", "_limits", "_index", "_where")
+    __slots__ = ("key", "_data", "_rgb", "_size", "_limits", "_index", "_where", "_fast")
 
     def __init__(self, value, size: int = 224, limits: ImageLimits | None = None,
-                 index: int | None = None, where: str = "image"):
+                 index: int | None = None, where: str = "image", decode: str = "exact"):
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode={decode!r}: choose one of {list(DECODE_MODES)}")
+        self._fast = decode == "fast"
         self._size = size
         self._limits = limits or ImageLimits()
         self._index = index
@@ -146,8 +166,10 @@ class ImageSource:
             ImageError: corrupted, truncated, not an image, a refused format,
                 or dimensions over the limits.
         """
-        rgb = self._rgb if self._rgb is not None else self._guarded(self._decode_encoded)
-        resized = self._guarded(lambda: rgb.resize((self._size, self._size), Image.BICUBIC))
+        if self._rgb is not None:
+            resized = self._guarded(lambda: self._rgb.resize((self._size, self._size), Image.BICUBIC))
+        else:
+            resized = self._guarded(self._decode_encoded)
         return np.array(resized, dtype=np.uint8)
 
     # -- building ---------------------------------------------------------
@@ -223,11 +245,11 @@ class ImageSource:
     def _digest(self) -> bytes:
         h = hashlib.sha256()  # SHA-NI makes it ~30% faster than blake2b here
         if self._data is not None:
-            h.update(_TAG_ENCODED)
+            h.update(_TAG_FAST[_TAG_ENCODED] if self._fast else _TAG_ENCODED)
             h.update(self._data)
         else:
             w, hgt = self._rgb.size
-            h.update(_TAG_RGB)
+            h.update(_TAG_FAST[_TAG_RGB] if self._fast else _TAG_RGB)
             h.update(w.to_bytes(8, "little") + hgt.to_bytes(8, "little"))
             h.update(self._rgb.tobytes())  # exactly w*h*3 bytes: the framing is unambiguous
         return h.digest()
@@ -235,12 +257,21 @@ class ImageSource:
     # -- decoding ---------------------------------------------------------
 
     def _decode_encoded(self) -> Image.Image:
+        """Open, orient, convert and resize the encoded image (the resize needs it still open)."""
         formats = self._limits.formats
         if formats is not None:
             Image.init()
             formats = [f for f in formats if f.upper() in Image.OPEN]
         with Image.open(io.BytesIO(self._data), formats=formats) as im:
-            return self._normalize(im)
+            self._check_dims(*im.size)
+            if self._fast and im.format == "JPEG":
+                im.draft(None, (2 * self._size, 2 * self._size))  # DCT scaling only; Pillow keeps ISLOW
+            # exif_transpose in place and convert only when not RGB: the reference's pixels
+            # without its copies. `im` is ours (opened here), so changing it in place is safe.
+            ImageOps.exif_transpose(im, in_place=True)
+            rgb = im if im.mode == "RGB" else im.convert("RGB")
+            self._check_dims(*rgb.size)
+            return rgb.resize((self._size, self._size), Image.BICUBIC)
 
     def _guarded(self, fn):
         """Run a Pillow step; turn whatever it raises into an ImageError naming the reason."""
