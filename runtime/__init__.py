@@ -9,8 +9,8 @@ The public names load lazily, so `vlfront.runtime.bundle` stays cheap to import.
 
 from vlfront.errors import BundleError, ImageError, QueueFullError, RequestError, VlfrontError
 
-__all__ = ["Runtime", "EmbedOutput", "Batcher", "VlfrontError", "BundleError", "RequestError", "ImageError",
-           "QueueFullError"]
+__all__ = ["Runtime", "EmbedOutput", "Processor", "Batcher", "VlfrontError", "BundleError", "RequestError",
+           "ImageError", "QueueFullError"]
 
 
 def __getattr__(name: str):
@@ -18,6 +18,10 @@ def __getattr__(name: str):
         from vlfront.runtime import runtime
 
         return getattr(runtime, name)
+    if name == "Processor":  # the transformers-style call over Runtime (not runtime.processor's layout class)
+        from vlfront.runtime.hf_processor import Processor
+
+        return Processor
     if name == "Batcher":
         from vlfront.runtime.batcher import Batcher
 
