@@ -176,6 +176,8 @@ class Processor:
                 out.append(self.layout(request, i))
             except RequestError as e:
                 out.append(e)
+            except Exception as e:  # noqa: BLE001 — one request's surprise stays with it
+                out.append(unexpected_request_error(e, i))
         return out
 
     # -- parsing ----------------------------------------------------------
@@ -184,12 +186,12 @@ class Processor:
         add_prompt = True
         if isinstance(request, dict):
             if "messages" not in request:
-                raise RequestError(f"a request dict needs a 'messages' list; got keys {sorted(map(str, request))} "
+                raise RequestError(f"a request dict needs a 'messages' list; got keys {_keys(request)} "
                                    "(to lay out several requests, pass a list of them to process())", index)
             openai_compat.request_fields(request, _REQUEST_KEYS, index)  # OpenAI fields: ignored or refused
             add_prompt = request.get("add_generation_prompt", True)
             if not isinstance(add_prompt, bool):
-                raise RequestError(f"add_generation_prompt must be true or false, got {add_prompt!r}", index)
+                raise RequestError(f"add_generation_prompt must be true or false, got {_show(add_prompt)}", index)
             messages = request["messages"]
         else:
             messages = request
@@ -209,10 +211,12 @@ class Processor:
         extra = set(message) - _MESSAGE_KEYS
         if missing or extra:
             raise RequestError(f"{where}: needs exactly the keys ['content', 'role']; "
-                               f"missing {sorted(missing)}, unknown {sorted(map(str, extra))}", index)
+                               f"missing {sorted(missing)}, unknown {_keys(extra)}", index)
         role, content = message["role"], message["content"]
-        if not isinstance(role, str) or role not in ROLES:
-            raise RequestError(f"{where}: role {role!r} is not one of {list(ROLES)}", index)
+        if not isinstance(role, str):
+            raise RequestError(f"{where}: role must be one of {list(ROLES)}, got {type(role).__name__}", index)
+        if role not in ROLES:
+            raise RequestError(f"{where}: role {_show(role)} is not one of {list(ROLES)}", index)
         if isinstance(content, str):
             return role, [{"type": "text", "text": content}]
         if not isinstance(content, (list, tuple)):
@@ -229,10 +233,10 @@ class Processor:
         if isinstance(kind, str):
             openai_compat.refused_item_type(kind, where, index)
         if not isinstance(kind, str) or kind not in _ITEM_KEYS:
-            raise RequestError(f"{where}: type {kind!r} is not 'text', 'image' or 'image_url'", index)
+            raise RequestError(f"{where}: type {_show(kind)} is not 'text', 'image' or 'image_url'", index)
         if set(item) != _ITEM_KEYS[kind]:
             raise RequestError(f"{where}: a {kind} item needs exactly the keys {sorted(_ITEM_KEYS[kind])}, "
-                               f"got {sorted(map(str, item))}", index)
+                               f"got {_keys(item)}", index)
         value = item[kind]
         if kind == "image_url":  # OpenAI's form: a data: URL, decoded to the encoded image
             return "image", openai_compat.image_url_bytes(value, where, index)
@@ -314,6 +318,35 @@ class Processor:
         attention_mask[:n] = 1
         image_attention_mask = (input_ids == IMAGE_PAD_ID).astype(np.int64)
         return Layout(input_ids, attention_mask, image_attention_mask, images, dropped, n)
+
+
+def unexpected_request_error(error: Exception, index: int | None) -> RequestError:
+    """Our error for an exception no check foresaw while laying out one request (the boundary
+    catches it so that it fails that request only)."""
+    if isinstance(error, RecursionError):
+        reason = "a value of the request is nested too deeply to be read"
+    elif isinstance(error, MemoryError):
+        reason = "the request needs more memory than is available"
+    else:
+        reason = f"the request could not be laid out ({type(error).__name__})"
+    return RequestError(reason, index)
+
+
+def _show(value) -> str:
+    """A client value in a message without repr() of the value itself: repr() of a deep list
+    recurses, of a 5,000-digit int raises. A short str, bool, None, small int or float is shown
+    as Python shows it; a long str by its first 60 characters; anything else by its type."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 60 else repr(value[:60]) + f"... ({len(value)} characters)"
+    if value is None or isinstance(value, (bool, float)) or (type(value) is int and -10**18 < value < 10**18):
+        return repr(value)
+    return type(value).__name__
+
+
+def _keys(keys) -> str:
+    """The sorted keys of a dict (or set) for a message: str keys shortened, others by type, at most 10."""
+    names = sorted(k[:60] if isinstance(k, str) else f"<{type(k).__name__}>" for k in keys)
+    return str(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
 
 
 class _Run(list):

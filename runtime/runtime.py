@@ -15,7 +15,7 @@ from vlfront.runtime.backends.base import Runner, select_backend
 from vlfront.runtime.bundle import Bundle
 from vlfront.runtime.cache import VisualTokenCache
 from vlfront.runtime.memory import tune_malloc
-from vlfront.runtime.processor import Layout, Processor
+from vlfront.runtime.processor import Layout, Processor, unexpected_request_error
 from vlfront.runtime.shared_cache import open_shared_cache
 from vlfront.runtime.tokenizer import Tokenizer
 
@@ -146,6 +146,8 @@ class Runtime:
                 layouts[i] = self.processor.layout(request, i)
             except RequestError as e:
                 errors[i] = e
+            except Exception as e:  # noqa: BLE001 — never let one request's surprise fail the others
+                errors[i] = unexpected_request_error(e, i)
         timings = {"layout": time.perf_counter() - t0}
         _raise_first(errors, isolate)
         images = self._images(layouts, errors, timings)
