@@ -20,6 +20,10 @@ struct ImageLimits {
   int64_t max_pixels = 64000000;
   int64_t max_side = 32768;
   bool allow_paths = true;
+  // Decode mode (Python's decode="fast"): JPEG DCT-scaled by 1/s, s in {1, 2, 4, 8} the
+  // largest keeping both sides >= 2 x the target (Pillow's draft). It travels with the limits
+  // because every place that keys or decodes an image has them; it is part of the image key.
+  bool fast_decode = false;
 };
 
 // RGB pixels, row-major HWC, rows packed.
@@ -33,7 +37,14 @@ struct RgbImage {
 // exif_transpose + convert("RGB")). Dimensions are checked against `limits`
 // from the header, before any pixel is decoded. Raises Error(VLF_ERR_IMAGE)
 // with the reason (the caller adds which image of which request).
-RgbImage decode_image(const uint8_t* data, size_t len, const ImageLimits& limits);
+// `draft_side` > 0 (fast mode): a JPEG is decoded scaled by 1/s, s the largest of
+// 8, 4, 2, 1 with s <= min(width / draft_side, height / draft_side), as Pillow's
+// draft(None, (draft_side, draft_side)): libjpeg scale_denom = s, default IDCT
+// (ISLOW) and fancy upsampling, output ceil(width / s) x ceil(height / s).
+RgbImage decode_image(const uint8_t* data, size_t len, const ImageLimits& limits, int64_t draft_side = 0);
+
+// Pillow's JPEG draft scale for a width x height image and a requested side (1 when draft_side <= 0).
+int jpeg_draft_scale(int64_t width, int64_t height, int64_t draft_side);
 
 // Checks width/height against the limits; raises Error(VLF_ERR_IMAGE).
 void check_image_dims(int64_t width, int64_t height, const ImageLimits& limits);

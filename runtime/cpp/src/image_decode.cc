@@ -11,6 +11,7 @@
 //    exif"), else from XMP (tiff:Orientation), as Pillow's getexif.
 // libjpeg and libpng report errors by longjmp; each setjmp region below holds
 // only trivially destructible locals, so no C++ destructor is skipped.
+#include <algorithm>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
@@ -64,9 +65,10 @@ struct JpegHeader {
 };
 
 // Runs libjpeg on `data`: header into `hdr`; when `out` is non-null also the
-// pixels (hdr.width * hdr.height * components bytes). Returns false and fills
-// `message` on a libjpeg error.
-bool run_jpeg(const uint8_t* data, size_t len, JpegHeader& hdr, uint8_t* out, char* message, bool& truncated) {
+// pixels, scaled by 1/scale (ceil(width / scale) * ceil(height / scale) * components
+// bytes). Returns false and fills `message` on a libjpeg error.
+bool run_jpeg(const uint8_t* data, size_t len, JpegHeader& hdr, uint8_t* out, int scale, char* message,
+              bool& truncated) {
   jpeg_decompress_struct cinfo;
   JpegErr err;
   cinfo.err = jpeg_std_error(&err.mgr);
@@ -101,7 +103,15 @@ bool run_jpeg(const uint8_t* data, size_t len, JpegHeader& hdr, uint8_t* out, ch
     return true;
   }
   cinfo.out_color_space = hdr.components == 1 ? JCS_GRAYSCALE : hdr.components == 3 ? JCS_RGB : JCS_CMYK;
+  cinfo.scale_num = 1;  // Pillow's draft: only the scale changes (dct_method and upsampling stay default)
+  cinfo.scale_denom = static_cast<unsigned>(scale);
   jpeg_start_decompress(&cinfo);
+  if (static_cast<int64_t>(cinfo.output_width) != (hdr.width + scale - 1) / scale ||
+      static_cast<int64_t>(cinfo.output_height) != (hdr.height + scale - 1) / scale) {
+    std::snprintf(message, JMSG_LENGTH_MAX, "unexpected scaled size %ux%u", cinfo.output_width, cinfo.output_height);
+    jpeg_destroy_decompress(&cinfo);
+    return false;
+  }
   const size_t row = static_cast<size_t>(cinfo.output_width) * cinfo.output_components;
   while (cinfo.output_scanline < cinfo.output_height) {
     JSAMPROW rows[1] = {out + static_cast<size_t>(cinfo.output_scanline) * row};
@@ -121,24 +131,26 @@ int orientation_of(const std::string& exif, const std::string& xmp) {
   return o;
 }
 
-RgbImage decode_jpeg(const uint8_t* data, size_t len, const ImageLimits& limits) {
+RgbImage decode_jpeg(const uint8_t* data, size_t len, const ImageLimits& limits, int64_t draft_side) {
   JpegHeader hdr;
   char message[JMSG_LENGTH_MAX] = {0};
   bool truncated = false;
-  if (!run_jpeg(data, len, hdr, nullptr, message, truncated))
+  if (!run_jpeg(data, len, hdr, nullptr, 1, message, truncated))
     throw image_error(std::string("cannot decode: JPEG: ") + message);
   check_image_dims(hdr.width, hdr.height, limits);
   if (hdr.components != 1 && hdr.components != 3 && hdr.components != 4)
     throw image_error("cannot decode: JPEG with " + std::to_string(hdr.components) + " components");
-  std::vector<uint8_t> raw(static_cast<size_t>(hdr.width * hdr.height * hdr.components));
-  if (!run_jpeg(data, len, hdr, raw.data(), message, truncated))
+  const int scale = jpeg_draft_scale(hdr.width, hdr.height, draft_side);
+  const int64_t width = (hdr.width + scale - 1) / scale, height = (hdr.height + scale - 1) / scale;
+  std::vector<uint8_t> raw(static_cast<size_t>(width * height * hdr.components));
+  if (!run_jpeg(data, len, hdr, raw.data(), scale, message, truncated))
     throw image_error(std::string("cannot decode: JPEG: ") + message);
   if (truncated) throw image_error("cannot decode: OSError: image file is truncated");
 
   RgbImage im;
-  im.width = hdr.width;
-  im.height = hdr.height;
-  const size_t n = static_cast<size_t>(hdr.width * hdr.height);
+  im.width = width;
+  im.height = height;
+  const size_t n = static_cast<size_t>(width * height);
   if (hdr.components == 3) {
     im.pixels.swap(raw);
   } else {
@@ -355,12 +367,20 @@ void check_image_dims(int64_t width, int64_t height, const ImageLimits& limits) 
                       std::to_string(limits.max_pixels) + " (max_image_pixels); downscale it");
 }
 
-RgbImage decode_image(const uint8_t* data, size_t len, const ImageLimits& limits) {
+int jpeg_draft_scale(int64_t width, int64_t height, int64_t draft_side) {
+  if (draft_side <= 0) return 1;
+  const int64_t fit = std::min(width / draft_side, height / draft_side);
+  for (int s : {8, 4, 2})
+    if (fit >= s) return s;
+  return 1;
+}
+
+RgbImage decode_image(const uint8_t* data, size_t len, const ImageLimits& limits, int64_t draft_side) {
   if (len == 0) throw image_error("the image is empty (0 bytes)");
   if (len > limits.max_bytes)
     throw image_error("the image has " + std::to_string(len) + " bytes, over the limit of " +
                       std::to_string(limits.max_bytes) + " (max_image_bytes); downscale or recompress it");
-  if (len >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return decode_jpeg(data, len, limits);
+  if (len >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return decode_jpeg(data, len, limits, draft_side);
   if (len >= 8 && std::memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0) return decode_png(data, len, limits);
   throw image_error("not a readable image in an accepted format (JPEG, PNG; the C++ runtime decodes these two)");
 }

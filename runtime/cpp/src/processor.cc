@@ -19,6 +19,9 @@ namespace {
 const char* const kRoles[3] = {"system", "user", "assistant"};
 constexpr char kTagEncoded[] = "vlfront.image.v1/encoded\n";
 constexpr char kTagRgb[] = "vlfront.image.v1/rgb\n";
+// decode="fast" keys (Python's images._TAG_FAST): exact and fast pixels never share a key.
+constexpr char kTagEncodedFast[] = "vlfront.image.v1/encoded+fast\n";
+constexpr char kTagRgbFast[] = "vlfront.image.v1/rgb+fast\n";
 
 std::string num(int64_t v) { return std::to_string(v); }
 
@@ -86,7 +89,7 @@ std::vector<uint8_t> ImageSource::decode(int64_t size, const ImageLimits& limits
       resize_bicubic(input->bytes.data(), input->width, input->height, input->width * 3, static_cast<int>(size),
                      static_cast<int>(size), out.data());
     } else {
-      const RgbImage im = decode_image(data(), this->size(), limits);
+      const RgbImage im = decode_image(data(), this->size(), limits, limits.fast_decode ? 2 * size : 0);
       resize_bicubic(im.pixels.data(), im.width, im.height, im.width * 3, static_cast<int>(size),
                      static_cast<int>(size), out.data());
     }
@@ -201,9 +204,13 @@ ImageSource make_source(const Segment& seg, long index, const ImageLimits& limit
       dims[i] = static_cast<uint8_t>(static_cast<uint64_t>(in.width) >> (8 * i));
       dims[8 + i] = static_cast<uint8_t>(static_cast<uint64_t>(in.height) >> (8 * i));
     }
-    src.key = sha256_of({{kTagRgb, sizeof kTagRgb - 1}, {dims, 16}, {in.bytes.data(), in.bytes.size()}});
+    const std::string_view tag = limits.fast_decode ? std::string_view(kTagRgbFast, sizeof kTagRgbFast - 1)
+                                                    : std::string_view(kTagRgb, sizeof kTagRgb - 1);
+    src.key = sha256_of({{tag.data(), tag.size()}, {dims, 16}, {in.bytes.data(), in.bytes.size()}});
   } else {
-    src.key = sha256_of({{kTagEncoded, sizeof kTagEncoded - 1}, {src.data(), src.size()}});
+    const std::string_view tag = limits.fast_decode ? std::string_view(kTagEncodedFast, sizeof kTagEncodedFast - 1)
+                                                    : std::string_view(kTagEncoded, sizeof kTagEncoded - 1);
+    src.key = sha256_of({{tag.data(), tag.size()}, {src.data(), src.size()}});
   }
   return src;
 }
