@@ -5,14 +5,21 @@ FP16 graphs; the int8 precision's fusion is the fp32 file, so it shares that
 engine), each built as a strongly typed network (`STRONGLY_TYPED`: precisions
 come from the graph's own types and Q/DQ nodes, no FP16/INT8 builder flags,
 which TensorRT 11 removed) through the ONNX parser, with one optimisation
-profile over the batch, and a timing cache kept in `engines/timing.cache` so
-rebuilds reuse the tactic timings. Each engine's metadata (TensorRT version,
-GPU, compute capability, precision, ONNX file and sha256, profile) goes into
-the manifest `engines` section, which the TensorRT backend checks at load.
+profile over the batch, and a timing cache per TensorRT version and GPU
+(`engines/timing-<version>-<gpu>-sm<cc>.cache`: TensorRT refuses, or worse
+misuses, another version's or GPU's cache) so rebuilds reuse tactic timings.
+Each engine's metadata (TensorRT version, GPU, compute capability, precision,
+ONNX file and sha256, profile) goes into the manifest `engines` section, which
+the TensorRT backend checks at load.
 
-Written against the documented TensorRT 10.x Python API and NOT verified on a
-GPU in this repository (no TensorRT here): run `make gpu-check` where one is.
-Without tensorrt or a CUDA GPU it prints one line saying why it skipped.
+Before anything is built, every graph is checked on the CPU against the
+parser's documented rules (calibration/trt_rules.py), and patch_embed is built
+before fusion, so a graph TensorRT would refuse fails in seconds.
+
+Written against the documented TensorRT 10.x Python API (pinned 10.13.3) and NOT
+verified on a GPU in this repository (no TensorRT here): run `make gpu-setup &&
+make gpu-check` where one is. Without tensorrt or a CUDA GPU it prints one line
+saying why it skipped.
 """
 
 from __future__ import annotations
@@ -22,27 +29,30 @@ import pathlib
 import sys
 
 from vlfront.calibration.manifest import write_listed, write_manifest
+from vlfront.calibration.trt_rules import require_parsable
 from vlfront.errors import EngineError
-from vlfront.runtime.backends.tensorrt import (ENGINE_DIR, TIMING_CACHE, engine_key, environment, plan_path,
-                                               validate_entry)
+from vlfront.runtime.backends.base import GRAPHS
+from vlfront.runtime.backends.tensorrt import (ENGINE_DIR, engine_key, environment, logger, plan_path,
+                                               timing_cache_path, validate_entry)
 from vlfront.runtime.bundle import Bundle
 
 WORKSPACE_BYTES = 2 << 30
 
 
 def profiles(config, min_batch: int, opt_batch: int, max_batch: int) -> dict[str, dict]:
-    """Optimisation profile per graph: {input: {"min", "opt", "max"}} (batch = images or requests).
+    """Optimisation profile per graph: {input: {"min", "opt", "max"}}; the batch sizes count requests.
 
-    The fusion graph's visual_tokens may be empty (a text-only batch) and holds at most as many images as
-    fit in max_batch requests of max_seq_len tokens.
+    A batch of max_batch requests fits whole: each request carries at most max_seq_len // (tokens_per_image
+    + 2) images (5 at 1024 tokens), so patch_embed takes up to max_batch * 5 images and the fusion graph's
+    visual_tokens as many (or none: a text-only batch). Larger batches are split by the runner.
     """
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise EngineError(f"batch sizes min={min_batch}, opt={opt_batch}, max={max_batch}: need 1 <= min <= opt <= max")
     size, tpi, d, seq = config.image_size, config.tokens_per_image, config.hidden_size, config.max_seq_len
     per_request = seq // (tpi + 2)
     return {
-        "patch_embed": {"pixel_values": {"min": [min_batch, size, size, 3], "opt": [opt_batch, size, size, 3],
-                                         "max": [max_batch, size, size, 3]}},
+        "patch_embed": {"pixel_values": {"min": [1, size, size, 3], "opt": [opt_batch, size, size, 3],
+                                         "max": [max_batch * per_request, size, size, 3]}},
         "fusion": {"input_ids": {"min": [min_batch, seq], "opt": [opt_batch, seq], "max": [max_batch, seq]},
                    "visual_tokens": {"min": [0, tpi, d], "opt": [opt_batch, tpi, d],
                                      "max": [max_batch * per_request, tpi, d]}},
@@ -50,9 +60,13 @@ def profiles(config, min_batch: int, opt_batch: int, max_batch: int) -> dict[str
 
 
 def served_files(manifest: dict) -> dict[str, tuple[str, str]]:
-    """{onnx file: (graph, precision)} for every variant the manifest serves (a shared file once)."""
+    """{onnx file: (graph, precision)} for every variant the manifest serves (a shared file once).
+
+    patch_embed's files come first: they build in seconds, so a refusal shows before fusion's long build.
+    """
     out = {}
-    for graph, variants in sorted(manifest["graphs"].items()):
+    for graph in GRAPHS:
+        variants = manifest["graphs"].get(graph) or {}
         for precision in ("fp32", "int8", "fp16"):
             entry = variants.get(precision)
             if entry and entry["file"] not in out:
@@ -60,10 +74,11 @@ def served_files(manifest: dict) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _build_one(trt, logger, cache_holder: dict, onnx_path: pathlib.Path, profile: dict) -> bytes:
-    builder = trt.Builder(logger)
+def _build_one(trt, cache_holder: dict, onnx_path: pathlib.Path, profile: dict) -> bytes:
+    log = logger(trt)
+    builder = trt.Builder(log)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
+    parser = trt.OnnxParser(network, log)
     if not parser.parse_from_file(os.fspath(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineError(f"{onnx_path.name}: the TensorRT ONNX parser refused it: {errors}")
@@ -71,11 +86,15 @@ def _build_one(trt, logger, cache_holder: dict, onnx_path: pathlib.Path, profile
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     opt = builder.create_optimization_profile()
     for name, dims in profile.items():
-        opt.set_shape(name, dims["min"], dims["opt"], dims["max"])
-    config.add_optimization_profile(opt)
+        if opt.set_shape(name, dims["min"], dims["opt"], dims["max"]) is False:
+            raise EngineError(f"{onnx_path.name}: TensorRT refused the profile of {name}: {dims}")
+    if config.add_optimization_profile(opt) < 0:
+        raise EngineError(f"{onnx_path.name}: TensorRT refused the optimisation profile {profile}")
     if cache_holder.get("cache") is None:
         cache_holder["cache"] = config.create_timing_cache(cache_holder.get("bytes", b""))
-    config.set_timing_cache(cache_holder["cache"], ignore_mismatch=False)
+    if not config.set_timing_cache(cache_holder["cache"], ignore_mismatch=False):
+        raise EngineError(f"{onnx_path.name}: TensorRT refused the timing cache {cache_holder.get('file')} "
+                          "(another TensorRT version or GPU wrote it?); delete it and rebuild")
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise EngineError(f"{onnx_path.name}: TensorRT could not build an engine (see the TensorRT log above)")
@@ -89,11 +108,14 @@ def build_engines(bundle_dir, *, min_batch: int = 1, opt_batch: int = 8, max_bat
     Returns:
         The manifest's new `engines` section, or None when skipped (no tensorrt or no CUDA GPU; one line says why).
     Raises:
-        EngineError: bad batch sizes, or the parser/builder refused a graph (the bundle keeps its old engines).
+        EngineError: bad batch sizes, a graph that breaks TensorRT's documented parser rules (checked first, on
+            any machine), or the parser/builder refused a graph (the bundle keeps its old engines).
     """
     say = progress.say if progress else (lambda text: print(text, file=sys.stderr, flush=True))
     root = pathlib.Path(bundle_dir)
     bundle = Bundle.open(root)
+    shapes = profiles(bundle.config, min_batch, opt_batch, max_batch)
+    require_parsable(root, shapes)
     try:
         env = environment()
     except EngineError as e:
@@ -101,12 +123,11 @@ def build_engines(bundle_dir, *, min_batch: int = 1, opt_batch: int = 8, max_bat
         return None
     import tensorrt as trt
 
-    shapes = profiles(bundle.config, min_batch, opt_batch, max_batch)
     files = served_files(bundle.manifest)
     (root / ENGINE_DIR).mkdir(exist_ok=True)
-    cache_file = root / TIMING_CACHE
-    holder = {"bytes": cache_file.read_bytes() if cache_file.is_file() else b""}
-    logger = trt.Logger(trt.Logger.WARNING)
+    cache_rel = timing_cache_path(env)
+    cache_file = root / cache_rel
+    holder = {"bytes": cache_file.read_bytes() if cache_file.is_file() else b"", "file": cache_rel}
     entries, staged = {}, []
     try:
         for onnx_file, (graph, precision) in files.items():
@@ -114,7 +135,7 @@ def build_engines(bundle_dir, *, min_batch: int = 1, opt_batch: int = 8, max_bat
             onnx_path = bundle.path(onnx_file)
             for rel in bundle.graph(graph, precision).get("external_data", []):
                 bundle.path(rel)
-            plan = _build_one(trt, logger, holder, onnx_path, shapes[graph])
+            plan = _build_one(trt, holder, onnx_path, shapes[graph])
             tmp = root / (plan_path(onnx_file) + ".tmp")
             tmp.write_bytes(plan)
             staged.append(tmp)
@@ -123,7 +144,7 @@ def build_engines(bundle_dir, *, min_batch: int = 1, opt_batch: int = 8, max_bat
                 "file": plan_path(onnx_file), "graph": graph, "precision": precision, "onnx": onnx_file,
                 "onnx_sha256": bundle.manifest["files"][onnx_file]["sha256"], "tensorrt": env["tensorrt"],
                 "gpu": env["gpu"], "compute_capability": env["compute_capability"], "profile": shapes[graph],
-                "strongly_typed": True, "timing_cache": TIMING_CACHE})
+                "strongly_typed": True, "timing_cache": cache_rel})
         manifest = dict(bundle.manifest)
         old = {e.get("file") for e in (manifest.get("engines") or {}).values() if isinstance(e, dict)}
         manifest["engines"] = {}

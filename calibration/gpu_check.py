@@ -8,16 +8,22 @@ Runtime CPU at the same precision, and against ONNX Runtime fp32, on the
 held-out calibration images with the gate's figures and thresholds (per graph
 and end to end), and times the patch-embedding stage at batch 1, 8 and 32
 (host-to-device and back included). Prints a table, writes JSON, exits 1 when
-a comparison fails the gate. Without tensorrt or a GPU it prints one line
-saying why it skipped and exits 0.
+a comparison fails the gate. Without a GPU it prints one line saying why it
+skipped and exits 0; where a GPU is visible (nvidia-smi lists one, or
+/dev/nvidia0 exists) but TensorRT or a CUDA torch is missing, it FAILS (exit 2)
+naming what is missing and `make gpu-setup`, so a T4 machine cannot pass
+without having run TensorRT.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import pathlib
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 
@@ -78,13 +84,51 @@ def _timings(bundle_dir, precision: str, held_px: np.ndarray, runs: int) -> list
     return rows
 
 
+def gpu_visible(devices: str = "/dev/nvidia[0-9]*") -> str | None:
+    """How this machine shows an NVIDIA GPU (nvidia-smi's list, or a device node), or None when it shows none."""
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            listed = ""
+        if listed.startswith("GPU "):
+            return listed.splitlines()[0]
+    nodes = sorted(glob.glob(devices))
+    return f"device node {nodes[0]}" if nodes else None
+
+
+def require_tensorrt_where_a_gpu_is(gpu: str | None) -> None:
+    """Raise when a GPU is visible but TensorRT (or a CUDA torch) is not usable: gpu-check must not pass there.
+
+    Raises:
+        EngineError: naming the GPU, what is missing, and `make gpu-setup`.
+    """
+    from vlfront.errors import EngineError
+    from vlfront.runtime.backends.tensorrt import environment
+
+    if gpu is None:
+        return
+    try:
+        environment()
+    except EngineError as e:
+        raise EngineError(f"a GPU is visible ({gpu}) but TensorRT cannot run: {e}; run `make gpu-setup` "
+                          "(pinned tensorrt-cu12 and a CUDA build of torch), then `make gpu-check`") from None
+
+
 def run_gpu_check(bundle_dir, out=None, runs: int = 30, min_batch: int = 1, opt_batch: int = 8,
                   max_batch: int = 32) -> dict | None:
-    """Build engines, compare and time them. Returns the results, or None when skipped."""
+    """Build engines, compare and time them. Returns the results, or None when skipped (no GPU here).
+
+    Raises:
+        EngineError: a GPU is visible but TensorRT is missing, or a graph or engine was refused.
+    """
     from vlfront.calibration import gate
     from vlfront.calibration.data import load_calibration_set, pixels
     from vlfront.calibration.engines import build_engines
     from vlfront.runtime.bundle import Bundle
+
+    require_tensorrt_where_a_gpu_is(gpu_visible())
 
     if build_engines(bundle_dir, min_batch=min_batch, opt_batch=opt_batch, max_batch=max(max_batch, max(BATCHES))) \
             is None:

@@ -1,9 +1,12 @@
 """TensorRT backend: serves a bundle's engines (engines/*.plan) on a CUDA GPU.
 
 Written against the TensorRT 10.x Python API (tensor-name I/O:
-`set_input_shape`, `set_tensor_address`, `execute_async_v3`), which 11.x keeps.
-Device memory comes from torch.cuda. Both imports are guarded: without them
-`usable()` says False and `load()` raises an EngineError saying what to install.
+`set_input_shape`, `set_tensor_address`, `execute_async_v3`), pinned to
+tensorrt-cu12 10.13.3.9. Device memory comes from torch.cuda. Both imports are
+guarded: without them `usable()` says False and `load()` raises an EngineError
+saying what to install. Running an engine (a pool of execution contexts, one
+per concurrent caller; batches split to the profile; every TensorRT call's
+result checked) lives in trt_exec.py, testable on the CPU with fakes.
 
 Engine metadata (manifest `engines[<onnx stem>]`, see docs/calibration.md) is
 validated here, once, by pure functions over dicts: an engine built by another
@@ -25,9 +28,10 @@ from vlfront.errors import EngineError, VlfrontError
 from vlfront.runtime.backends.base import GRAPHS, Runner
 
 ENGINE_DIR = "engines"
-TIMING_CACHE = f"{ENGINE_DIR}/timing.cache"
 REBUILD = "rebuild the engines on this machine with `vlfront engines --bundle {root}`"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+PINNED_TENSORRT = "10.13.3.9"  # pyproject.toml [gpu]; calibration/trt_rules.json is this version's parser table
+_LOGGER = None
 _REQUIRED = {"file": str, "graph": str, "precision": str, "onnx": str, "onnx_sha256": str, "tensorrt": str,
              "gpu": str, "compute_capability": str, "profile": dict, "strongly_typed": bool}
 
@@ -39,6 +43,13 @@ def engine_key(onnx_file: str) -> str:
 
 def plan_path(onnx_file: str) -> str:
     return f"{ENGINE_DIR}/{engine_key(onnx_file)}.plan"
+
+
+def timing_cache_path(env: dict) -> str:
+    """The bundle-relative timing cache of one TensorRT version on one GPU model (caches do not carry over)."""
+    gpu = re.sub(r"[^A-Za-z0-9.]+", "-", env["gpu"]).strip("-").lower() or "gpu"
+    version = re.sub(r"[^0-9A-Za-z.]+", "-", env["tensorrt"])
+    return f"{ENGINE_DIR}/timing-{version}-{gpu}-sm{env['compute_capability'].replace('.', '')}.cache"
 
 
 def validate_entry(key: str, entry, root="DIR") -> dict:
@@ -125,6 +136,14 @@ def check_shape(entry: dict, tensor: str, shape: tuple) -> None:
                            "`vlfront engines --max-batch N`")
 
 
+def logger(trt):
+    """The process's one trt.Logger (TensorRT keeps a pointer to the first logger it is given)."""
+    global _LOGGER
+    if _LOGGER is None:
+        _LOGGER = trt.Logger(trt.Logger.WARNING)
+    return _LOGGER
+
+
 def environment() -> dict:
     """This machine's TensorRT version, GPU name and compute capability.
 
@@ -134,7 +153,8 @@ def environment() -> dict:
     try:
         import tensorrt as trt
     except ImportError as e:
-        raise EngineError(f"TensorRT is not installed ({e}); install vlfront[gpu] (tensorrt>=10) on a CUDA machine")
+        raise EngineError(f"TensorRT is not installed ({e}); on a CUDA machine run `make gpu-setup` "
+                          f"(pip install 'vlfront[gpu]': tensorrt-cu12=={PINNED_TENSORRT})")
     try:
         import torch
     except ImportError as e:
@@ -170,15 +190,15 @@ class TensorRTRunner(Runner):
         import tensorrt as trt
         import torch
 
-        self._torch = torch
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self._stream = torch.cuda.Stream()
-        self._dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
-                        trt.DataType.INT8: torch.int8, trt.DataType.INT32: torch.int32,
-                        trt.DataType.INT64: torch.int64, trt.DataType.UINT8: torch.uint8,
-                        trt.DataType.BOOL: torch.bool}
-        self.engines, self.contexts, self.entries = {}, {}, {}
+        from vlfront.runtime.backends.trt_exec import EngineRunner, TorchDevice
+
+        self._runtime = trt.Runtime(logger(trt))
+        device = TorchDevice(torch)
+        dtypes = {trt.DataType.FLOAT: np.float32, trt.DataType.HALF: np.float16, trt.DataType.INT8: np.int8,
+                  trt.DataType.INT32: np.int32, trt.DataType.INT64: np.int64, trt.DataType.UINT8: np.uint8,
+                  trt.DataType.BOOL: np.bool_}
+        contexts = int(self.options.get("contexts") or 2)
+        self.engines, self.entries = {}, {}
         for graph in GRAPHS:
             entry = find_engine(self.bundle.manifest, graph, self.precision, self.bundle.root)
             listed = self.bundle.manifest["files"].get(entry["onnx"], {}).get("sha256")
@@ -187,40 +207,14 @@ class TensorRTRunner(Runner):
             if engine is None:
                 raise EngineError(f"{entry['file']}: TensorRT could not deserialize the engine; "
                                   f"{REBUILD.format(root=self.bundle.root)}")
-            self.engines[graph], self.entries[graph] = engine, entry
-            self.contexts[graph] = engine.create_execution_context()
-        self.tensor_modes = {g: {e.get_tensor_name(i): e.get_tensor_mode(e.get_tensor_name(i))
-                                 for i in range(e.num_io_tensors)} for g, e in self.engines.items()}
-        self._input_mode = trt.TensorIOMode.INPUT
+            self.entries[graph] = entry
+            self.engines[graph] = EngineRunner(
+                engine, entry, device, is_input=lambda mode: mode == trt.TensorIOMode.INPUT, dtype_of=dtypes.get,
+                outputs={t["name"]: t["shape"] for t in self.io[graph]["outputs"]},
+                tokens_per_image=self.bundle.config.tokens_per_image, contexts=contexts)
 
     def _infer_impl(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch, engine, context = self._torch, self.engines[graph], self.contexts[graph]
-        keep = []  # device buffers must outlive the launch
-        with torch.cuda.stream(self._stream):
-            for name, array in feeds.items():
-                check_shape(self.entries[graph], name, array.shape)
-                dev = torch.from_numpy(np.ascontiguousarray(array)).to("cuda", non_blocking=False)
-                context.set_input_shape(name, tuple(array.shape))
-                context.set_tensor_address(name, dev.data_ptr() if dev.numel() else self._placeholder(keep))
-                keep.append(dev)
-            outputs = {}
-            for name, mode in self.tensor_modes[graph].items():
-                if mode == self._input_mode:
-                    continue
-                shape = tuple(context.get_tensor_shape(name))
-                out = torch.empty(shape, dtype=self._dtypes[engine.get_tensor_dtype(name)], device="cuda")
-                context.set_tensor_address(name, out.data_ptr() if out.numel() else self._placeholder(keep))
-                outputs[name] = out
-            if not context.execute_async_v3(self._stream.cuda_stream):
-                raise EngineError(f"{self.entries[graph]['file']}: TensorRT execution failed")
-        self._stream.synchronize()
-        return {name: out.cpu().numpy() for name, out in outputs.items()}
-
-    def _placeholder(self, keep: list) -> int:
-        """A valid device address for an empty tensor (TensorRT wants non-null addresses)."""
-        buf = self._torch.empty(1, dtype=self._torch.uint8, device="cuda")
-        keep.append(buf)
-        return buf.data_ptr()
+        return self.engines[graph].run(graph, feeds)
 
     def _close_impl(self) -> None:
-        self.contexts, self.engines = {}, {}
+        self.engines = {}
