@@ -99,6 +99,8 @@ def describe_machine(runner) -> str:
         gpu = gpu()
     if gpu:
         return f"GPU '{gpu}'"
+    if getattr(runner, "name", "") == "tensorrt":
+        return "GPU (TensorRT)"
     sessions = getattr(runner, "sessions", None) or {}
     if any("CUDAExecutionProvider" in s.get_providers()[:1] for s in sessions.values()):
         return "GPU (onnxruntime CUDAExecutionProvider)"
@@ -203,7 +205,7 @@ def verify(bundle, runner, precision: str) -> dict[str, dict]:
             f"{'; '.join(problems)} (rel_l2 {figs[key]['rel_l2']:.3e}); backend {runner.name} on "
             f"{describe_machine(runner)}; the gate was measured on {describe_cpu(where)}. Serve fp32 "
             f"(precision='fp32'), or re-calibrate on this machine (`vlfront calibrate --bundle {bundle.root}`); "
-            "verify=False skips this check")
+            "verify=False (C option verify=0) skips this check")
     return figs
 
 

@@ -21,7 +21,7 @@ from vlfront.runtime.bundle import Bundle
 REFUSAL = (r"the int8 variant fails its acceptance probe on this machine: patch_embed visual_tokens cosine_m\w+ "
            r"[0-9.]+ < gate [0-9.]+.*rel_l2 .*backend onnxruntime on CPU '.+' \(.+\); the gate was measured on "
            r"CPU '.+' \(.+\)\. Serve fp32 \(precision='fp32'\), or re-calibrate on this machine "
-           r"\(`vlfront calibrate --bundle .+`\); verify=False skips this check")
+           r"\(`vlfront calibrate --bundle .+`\); verify=False \(C option verify=0\) skips this check")
 
 
 def resign(root, rel):

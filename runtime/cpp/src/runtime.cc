@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "error.h"
+#include "probe.h"
 
 namespace vlfront::impl {
 
@@ -49,6 +50,10 @@ std::unique_ptr<Runtime> Runtime::load(const std::string& dir, const RuntimeOpti
   RunnerOptions ro{options.precision, options.threads, options.device_id};
   rt->runner_ = select_backend(rt->bundle_, options.backend, ro);
   rt->runner_->load();
+  if (options.precision != "fp32") {
+    if (options.verify) verify_probe(rt->bundle_, *rt->runner_, options.precision);
+    else warn_probe_skipped(rt->bundle_, options.precision);
+  }
   size_t decode = options.decode_threads > 0 ? static_cast<size_t>(options.decode_threads)
                                              : std::min<size_t>(8, std::max(1u, std::thread::hardware_concurrency()));
   rt->pool_ = std::make_unique<ThreadPool>(decode - 1);  // the calling thread decodes too

@@ -30,6 +30,7 @@ struct RuntimeOptions {
   Truncation truncation = Truncation::kTruncate;
   size_t cache_bytes = size_t{256} << 20;
   ImageLimits limits;
+  bool verify = true;  // int8/fp16: run the bundle's acceptance probe at load (probe.h)
 };
 
 // An allocator that leaves elements uninitialised: the graphs overwrite every
