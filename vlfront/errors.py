@@ -48,6 +48,10 @@ class ImageError(RequestError):
     """An image that cannot be decoded safely (corrupt, too large, unsupported)."""
 
 
+class FetchError(RequestError):
+    """A remote image URL that the opt-in fetcher (vlfront.runtime.fetch) refused or could not download."""
+
+
 class QueueFullError(VlfrontError):
     """The dynamic batcher's queue is full; retry later or raise max_queue."""
 
