@@ -110,6 +110,7 @@ def build_engines(bundle_dir, *, min_batch: int = 1, opt_batch: int = 8, max_bat
     Raises:
         EngineError: bad batch sizes, a graph that breaks TensorRT's documented parser rules (checked first, on
             any machine), or the parser/builder refused a graph (the bundle keeps its old engines).
+        BundleError: a new engine fails the bundle's acceptance probe (vlfront.runtime.probe.verify_engines).
     """
     say = progress.say if progress else (lambda text: print(text, file=sys.stderr, flush=True))
     root = pathlib.Path(bundle_dir)
@@ -159,6 +160,9 @@ def build_engines(bundle_dir, *, min_batch: int = 1, opt_batch: int = 8, max_bat
     finally:
         for tmp in staged:
             tmp.unlink(missing_ok=True)
+    from vlfront.runtime.probe import verify_engines
+
+    verify_engines(root, say=say)  # the bundle's acceptance probe on the new engines; BundleError below the gate
     say(f"[engines] {len(entries)} engine(s) for TensorRT {env['tensorrt']} on {env['gpu']} "
         f"(compute capability {env['compute_capability']})")
     return entries

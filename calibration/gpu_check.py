@@ -143,7 +143,10 @@ def run_gpu_check(bundle_dir, out=None, runs: int = 30, min_batch: int = 1, opt_
               if all(p in bundle.manifest["graphs"][g] for g in ("patch_embed", "fusion"))]
     compare = [row for p in served for row in _compare(bundle_dir, p, thresholds, held, held_px)]
     timing = [row for p in served for row in _timings(bundle_dir, p, held_px, runs)]
-    result = {"engines": bundle.manifest["engines"], "comparisons": compare, "timings": timing,
+    from vlfront.runtime.probe import verify_engines
+
+    probe = verify_engines(bundle_dir, say=lambda text: print(text, file=sys.stderr))  # raises below the gate
+    result = {"engines": bundle.manifest["engines"], "comparisons": compare, "timings": timing, "probe": probe,
               "passed": all(r["verdict"] == "pass" for r in compare)}
     print(f"{'comparison':<36} {'scope':<12} {'cos min':>10} {'cos mean':>10} {'rel L2':>10}  verdict")
     for r in compare:

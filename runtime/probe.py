@@ -100,7 +100,12 @@ def describe_machine(runner) -> str:
     if gpu:
         return f"GPU '{gpu}'"
     if getattr(runner, "name", "") == "tensorrt":
-        return "GPU (TensorRT)"
+        try:
+            from vlfront.runtime.backends.tensorrt import environment
+
+            return f"GPU '{environment()['gpu']}' (TensorRT)"
+        except Exception:  # naming the GPU must never hide the probe's verdict
+            return "GPU (TensorRT)"
     sessions = getattr(runner, "sessions", None) or {}
     if any("CUDAExecutionProvider" in s.get_providers()[:1] for s in sessions.values()):
         return "GPU (onnxruntime CUDAExecutionProvider)"
@@ -212,3 +217,43 @@ def verify(bundle, runner, precision: str) -> dict[str, dict]:
 def skipped(bundle, precision: str) -> None:
     log.warning("%s: the %s variant is served without its acceptance probe (verify=False): its accuracy on this "
                 "machine is not checked", bundle.root, precision)
+
+
+def verify_engines(bundle_dir, runner_factory=None, say=None) -> dict[str, dict]:
+    """The probe on the TensorRT engines of a bundle (`vlfront engines`, `make gpu-check`). Returns figures per precision.
+
+    Every precision whose two graphs have usable engines is checked (fp32 too, against the same gate: TF32 and
+    tactic choices differ by GPU). `runner_factory(bundle, precision)` returns a loaded runner (default: the
+    TensorRT runner; tests pass a fake). Bundles without a probe (never calibrated) are skipped, saying so.
+
+    Raises:
+        BundleError: an engine below the gate (the message of `verify`).
+    """
+    from vlfront.runtime.bundle import Bundle
+
+    say = say or (lambda text: log.warning("%s", text))
+    bundle = Bundle.open(bundle_dir)
+    if not (bundle.manifest.get("calibration") or {}).get("probe"):
+        say(f"[probe] {bundle.root}: no acceptance probe (not calibrated); TensorRT engines not probed")
+        return {}
+    if runner_factory is None:
+        from vlfront.runtime.backends.tensorrt import TensorRTRunner
+
+        def runner_factory(b, precision):
+            return TensorRTRunner(b, precision).load() if TensorRTRunner.usable(b, precision) else None
+
+    out = {}
+    for precision in ("fp32", "int8", "fp16"):
+        if not all(precision in bundle.manifest["graphs"][g] for g in ("patch_embed", "fusion")):
+            continue
+        runner = runner_factory(bundle, precision)
+        if runner is None:
+            continue
+        try:
+            out[precision] = verify(bundle, runner, precision)
+        finally:
+            runner.close()
+        pe = out[precision]["patch_embed/visual_tokens"]
+        say(f"[probe] tensorrt {precision}: patch_embed cosine min {pe['cosine_min']:.6f} mean {pe['cosine_mean']:.6f} "
+            f"rel_l2 {pe['rel_l2']:.3e}: passes the gate")
+    return out

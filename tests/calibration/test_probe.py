@@ -143,3 +143,23 @@ def test_figures_follow_the_gate_rule():
     nan = e.copy()
     nan[1, 1, 1] = np.nan
     assert probe.failures(probe.figures(nan, e), {"mean_cosine": -1, "min_cosine": -1}) == ["NaN/Inf in the output"]
+
+
+def _ort_as_engines(bundle, precision):
+    """A stand-in for the TensorRT runner (no GPU here): the probe code path is the same."""
+    from vlfront.runtime.backends.onnxruntime import OnnxRuntimeRunner
+
+    return OnnxRuntimeRunner(bundle, precision).load()
+
+
+def test_engines_are_probed_with_the_same_function(calibrated_bundle, copy, fresh_bundle):
+    said = []
+    figs = probe.verify_engines(calibrated_bundle, _ort_as_engines, said.append)
+    assert set(figs) == {"fp32", "int8", "fp16"} and len(said) == 3
+    th = Bundle.open(calibrated_bundle).manifest["calibration"]["thresholds"]
+    assert all(not probe.failures(f, th) for per in figs.values() for f in per.values())
+    degrade_int8(copy)
+    with pytest.raises(BundleError, match="the int8 variant fails its acceptance probe"):
+        probe.verify_engines(copy, _ort_as_engines, said.append)
+    assert probe.verify_engines(fresh_bundle, _ort_as_engines, said.append) == {}
+    assert "no acceptance probe (not calibrated)" in said[-1]
