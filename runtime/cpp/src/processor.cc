@@ -125,6 +125,7 @@ struct Segment {
   std::vector<int32_t> ids;          // kIds, kText
   const ImageInput* image = nullptr;  // kImage
   std::string where;
+  bool more = false;                  // kText: the run has more tokens than `ids` (not all encoded)
 };
 
 void read_image_file(ImageSource& src, const ImageLimits& limits) {
@@ -223,14 +224,29 @@ Layout Processor::layout(const Request& request, long index) const {
   const int64_t per_image = config_.tokens_per_image() + 2;
   std::vector<Segment> segs;
   int64_t n_images = 0;
+  size_t m_now = 0;
   auto flush = [&](std::string& run, bool& have_run) {
     if (!have_run) return;
-    segs.push_back({Seg::kText, encode(run), nullptr, {}});
+    // Only what can be kept is encoded (Tokenizer::encode_prefix): a run with `more` counts as
+    // max_text_tokens + 1, as in Python's Processor._fit.
+    Segment seg{Seg::kText, {}, nullptr, {}};
+    try {
+      seg.more = !tokenizer_.encode_prefix(run, static_cast<size_t>(config_.max_text_tokens), seg.ids);
+    } catch (const Error& e) {
+      if (e.code() != VLF_ERR_REQUEST) throw;
+      throw fail("message " + num(static_cast<int64_t>(m_now)) + ": " + e.what());
+    }
+    for (int32_t id : seg.ids)
+      if (id < 0 || id >= kNumOrdinaryTokens)
+        throw Error(VLF_ERR_TOKENIZER, "the tokenizer returned id " + num(id) + " for ordinary text; ids must be in 0.." +
+                                           num(kNumOrdinaryTokens - 1) + " (special tokens are never encoded from text)");
+    segs.push_back(std::move(seg));
     run.clear();
     have_run = false;
   };
   for (size_t m = 0; m < request.messages.size(); ++m) {
     const Message& msg = request.messages[m];
+    m_now = m;
     const std::string where = "message " + num(static_cast<int64_t>(m));
     int role = -1;
     for (int r = 0; r < 3; ++r)
@@ -273,11 +289,12 @@ Layout Processor::layout(const Request& request, long index) const {
   }
 
   // Limits (SPEC §1.3): drop from the end of the last text run, then the one before.
-  int64_t text = 0, fixed = n_images * per_image;
+  int64_t text = 0, fixed = n_images * per_image, n_more = 0;
   for (const Segment& s : segs) {
-    if (s.kind == Seg::kText) text += static_cast<int64_t>(s.ids.size());
+    if (s.kind == Seg::kText) text += static_cast<int64_t>(s.ids.size()) + s.more, n_more += s.more;
     if (s.kind == Seg::kIds) fixed += static_cast<int64_t>(s.ids.size());
   }
+  const std::string at_least = n_more ? "at least " : "";
   const int64_t over = std::max(text - config_.max_text_tokens, fixed + text - config_.max_seq_len);
   int64_t dropped = 0;
   if (over > 0) {
@@ -287,11 +304,11 @@ Layout Processor::layout(const Request& request, long index) const {
                  num(n_images) + " images take " + num(per_image) +
                  " tokens each); send fewer images or split the request");
     if (truncation_ == Truncation::kError)
-      throw fail("the request has " + num(text) + " text tokens (max_text_tokens=" + num(config_.max_text_tokens) +
-                 ") and " + num(fixed + text) + " tokens in all (max_seq_len=" + num(config_.max_seq_len) +
-                 ", images take " + num(per_image) + " tokens each): " + num(over) +
-                 " tokens over; shorten the text or use truncation='truncate'");
-    int64_t left = over;
+      throw fail("the request has " + at_least + num(text) + " text tokens (max_text_tokens=" +
+                 num(config_.max_text_tokens) + ") and " + at_least + num(fixed + text) + " tokens in all (max_seq_len=" +
+                 num(config_.max_seq_len) + ", images take " + num(per_image) + " tokens each): " + at_least +
+                 num(over) + " tokens over; shorten the text or use truncation='truncate'");
+    int64_t left = over - n_more;  // keep the first text - over of the counted tokens
     for (auto it = segs.rbegin(); it != segs.rend() && left > 0; ++it) {
       if (it->kind != Seg::kText) continue;
       const int64_t cut = std::min<int64_t>(left, static_cast<int64_t>(it->ids.size()));

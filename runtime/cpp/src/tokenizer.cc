@@ -324,15 +324,124 @@ void Tokenizer::clear_thread_cache() {
   for (auto& e : piece_cache().slots) e.owner = 0;
 }
 
-void Tokenizer::encode(std::string_view utf8, std::vector<int32_t>& out) const {
+namespace {
+
+std::string_view checked_nfc(std::string_view utf8, std::string& normalized) {
   if (utf8.size() > (size_t{1} << 30))
     throw Error(VLF_ERR_REQUEST, "text of " + std::to_string(utf8.size()) + " bytes exceeds the 1 GiB limit");
   const size_t bad = find_invalid_utf8(utf8);
   if (bad != std::string_view::npos)
     throw Error(VLF_ERR_REQUEST, "text is not valid UTF-8 at byte " + std::to_string(bad));
-  std::string normalized;
-  std::string_view text = nfc_if_needed(utf8, normalized) ? std::string_view(normalized) : utf8;
+  return nfc_if_needed(utf8, normalized) ? std::string_view(normalized) : utf8;
+}
 
+// The code point at byte i of valid UTF-8, and its length.
+uint32_t code_point(std::string_view s, size_t i, size_t* len) {
+  const auto b = [&](size_t k) { return static_cast<uint32_t>(static_cast<unsigned char>(s[i + k])); };
+  const uint32_t c = b(0);
+  if (c < 0x80) return *len = 1, c;
+  if (c < 0xE0) return *len = 2, ((c & 0x1F) << 6) | (b(1) & 0x3F);
+  if (c < 0xF0) return *len = 3, ((c & 0x0F) << 12) | ((b(1) & 0x3F) << 6) | (b(2) & 0x3F);
+  return *len = 4, ((c & 0x07) << 18) | ((b(1) & 0x3F) << 12) | ((b(2) & 0x3F) << 6) | (b(3) & 0x3F);
+}
+
+// The sets of runtime/text_prefix.py (supersets/subsets that hold in every Unicode table).
+bool maybe_whitespace(uint32_t c) {
+  return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         c == 0x180E || (c >= 0x2000 && c <= 0x200B) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000 || c == 0xFEFF;
+}
+
+bool sure_letter(uint32_t c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= 0x4E00 && c <= 0x9FA5) ||
+         (c >= 0x3041 && c <= 0x3094) || (c >= 0x30A1 && c <= 0x30FA) || (c >= 0xAC00 && c <= 0xD7A3);
+}
+
+bool sure_non_letter(uint32_t c) {
+  return (c <= 0x7F && !((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) || c == 0x3001 || c == 0x3002 ||
+         c == 0xFF01 || c == 0xFF0C || c == 0xFF1A || c == 0xFF1B || c == 0xFF1F;
+}
+
+// Whether the Qwen split of any text with these two code points at c-1, c
+// has a piece boundary at c that no continuation can move.
+bool exact_cut(uint32_t a, uint32_t b) {
+  return (a >= '0' && a <= '9') || ((b == ' ' || b == '\t') && !maybe_whitespace(a)) ||
+         ((a == '\r' || a == '\n') && !maybe_whitespace(b)) || (sure_letter(a) && sure_non_letter(b));
+}
+
+size_t count_code_points(std::string_view s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+}  // namespace
+
+size_t first_cut(std::string_view text, size_t start, size_t stop, size_t* byte) {
+  start = std::max<size_t>(start, 1);
+  size_t ci = 0, bi = 0, len = 0;
+  uint32_t prev = 0;
+  while (bi < text.size() && ci < start) {  // to the code point at `start`, remembering the one before
+    prev = code_point(text, bi, &len);
+    bi += len;
+    ++ci;
+  }
+  for (; bi < text.size() && ci < stop; ++ci) {
+    const uint32_t cur = code_point(text, bi, &len);
+    if (exact_cut(prev, cur)) {
+      if (byte) *byte = bi;
+      return ci;
+    }
+    prev = cur;
+    bi += len;
+  }
+  return std::string_view::npos;
+}
+
+void Tokenizer::encode(std::string_view utf8, std::vector<int32_t>& out) const {
+  std::string normalized;
+  encode_normalized(checked_nfc(utf8, normalized), out);
+}
+
+bool Tokenizer::encode_prefix(std::string_view utf8, size_t limit, std::vector<int32_t>& out, size_t full_chars,
+                              size_t max_gap) const {
+  std::string normalized;
+  const std::string_view text = checked_nfc(utf8, normalized);
+  const size_t n = count_code_points(text);
+  if (pattern_ != kQwenPattern || n <= full_chars) {
+    encode_normalized(text, out);
+    return true;
+  }
+  std::vector<int32_t> ids;
+  auto keep = [&](bool all) {
+    const bool complete = all && ids.size() <= limit;
+    out.insert(out.end(), ids.begin(), complete ? ids.end() : ids.begin() + static_cast<long>(limit));
+    return complete;
+  };
+  size_t target = std::max<size_t>(4 * (limit + 1), 64);
+  while (target < n) {
+    size_t byte = 0;
+    const size_t c = first_cut(text, target, target + max_gap + 1, &byte);
+    if (c == std::string_view::npos) {
+      if (target + max_gap + 1 >= n) break;  // the rest is shorter than a gap: encode it all
+      throw Error(VLF_ERR_REQUEST,
+                  "text of " + std::to_string(n) + " characters has no place to cut it exactly in characters " +
+                      std::to_string(target) + ".." + std::to_string(target + max_gap) +
+                      " (a word, number, whitespace or punctuation run over " + std::to_string(max_gap) +
+                      " characters); a text over " + std::to_string(full_chars) +
+                      " characters is tokenized only as far as its kept tokens: shorten it or split that run");
+    }
+    ids.clear();
+    encode_normalized(text.substr(0, byte), ids);
+    if (ids.size() > limit) return keep(false);
+    target = 2 * c;
+  }
+  ids.clear();
+  encode_normalized(text, ids);
+  return keep(true);
+}
+
+void Tokenizer::encode_normalized(std::string_view text, std::vector<int32_t>& out) const {
   MatchScratch& s = scratch();
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   PCRE2_SIZE start = 0;

@@ -49,6 +49,17 @@ class Tokenizer {
     encode(utf8, out);
     return out;
   }
+  // The first tokens of encode(utf8) with work bounded by `limit` (Python's
+  // runtime/text_prefix.py, same rules, constants and messages). Appends to
+  // `out` and returns true when they are all of encode(utf8); false when they
+  // are encode(utf8)[:limit] and there are more. A text over `full_chars` code
+  // points is encoded from a prefix cut where the Qwen split cannot move; with
+  // no such cut within `max_gap` code points of where the kept tokens end it is
+  // refused: Error(VLF_ERR_REQUEST). Other pre-split patterns: encoded in full.
+  static constexpr size_t kFullChars = size_t{1} << 17;
+  static constexpr size_t kMaxGap = size_t{1} << 16;
+  bool encode_prefix(std::string_view utf8, size_t limit, std::vector<int32_t>& out,
+                     size_t full_chars = kFullChars, size_t max_gap = kMaxGap) const;
   // The bytes of the given ids concatenated (specials as their strings).
   std::string decode(const int32_t* ids, size_t n) const;
 
@@ -61,6 +72,8 @@ class Tokenizer {
  private:
   Tokenizer(BpeRanks ranks, std::string pattern, std::string origin);
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
+  // NFC text, already validated: the regex split and BPE.
+  void encode_normalized(std::string_view text, std::vector<int32_t>& out) const;
 
   BpeRanks ranks_;
   std::string pattern_;
@@ -73,5 +86,10 @@ class Tokenizer {
 // Rewrites \s and \S into explicit Unicode White_Space classes, so PCRE2 (whose
 // UCP \s also takes U+180E) agrees with tiktoken's Rust regex. Exposed for tests.
 std::string translate_whitespace_classes(std::string_view pattern);
+
+// The first exact cut c (in code points, start <= c < min(stop, n), c >= 1) of
+// valid UTF-8 `text` of n code points, or npos; `byte` gets its byte offset.
+// Rules: Python's runtime/text_prefix.py. Exposed for tests.
+size_t first_cut(std::string_view text, size_t start, size_t stop, size_t* byte = nullptr);
 
 }  // namespace vlfront::impl

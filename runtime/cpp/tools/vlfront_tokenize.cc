@@ -2,6 +2,8 @@
 //
 //   vlfront-tokenize TOKENIZER < lines.jsonl          one JSON string per line in,
 //                                                      one JSON array of ids per line out
+//   vlfront-tokenize TOKENIZER --prefix LIMIT [FULL_CHARS MAX_GAP] < lines.jsonl
+//                                                      Tokenizer::encode_prefix: {"ids": [...], "complete": b}
 //   vlfront-tokenize TOKENIZER --bench lines.jsonl [--repeat N]
 //                                                      one thread; prints {"tokens_per_s": ...}
 // TOKENIZER is a tokenizer.json or a .tiktoken ranks file.
@@ -67,12 +69,22 @@ int main(int argc, char** argv) {
       int repeat = (argc >= 6 && std::string(argv[4]) == "--repeat") ? std::stoi(argv[5]) : 1;
       return bench(*tok, read_jsonl(f), repeat);
     }
+    const bool prefix = argc >= 4 && std::string(argv[2]) == "--prefix";
+    const size_t limit = prefix ? std::stoul(argv[3]) : 0;
+    const size_t full_chars = prefix && argc >= 6 ? std::stoul(argv[4]) : Tokenizer::kFullChars;
+    const size_t max_gap = prefix && argc >= 6 ? std::stoul(argv[5]) : Tokenizer::kMaxGap;
     std::string line;
     std::vector<int32_t> ids;
     while (std::getline(std::cin, line)) {
       if (line.empty()) continue;
       ids.clear();
       try {
+        if (prefix) {
+          const bool complete =
+              tok->encode_prefix(nlohmann::json::parse(line).get<std::string>(), limit, ids, full_chars, max_gap);
+          std::cout << nlohmann::json({{"ids", ids}, {"complete", complete}}).dump() << "\n";
+          continue;
+        }
         tok->encode(nlohmann::json::parse(line).get<std::string>(), ids);
         std::cout << nlohmann::json(ids).dump() << "\n";
       } catch (const vlfront::impl::Error& e) {
