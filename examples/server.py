@@ -62,13 +62,14 @@ class Refused(Exception):
 
 
 def create_app(bundle, precision: str = "fp32", backend: str = "auto", max_batch: int = 8,
-               max_wait_s: float = 0.005, max_queue: int = 256, max_body_bytes: int = 32 * MiB) -> Starlette:
+               max_wait_s: float = 0.005, max_queue: int = 256, max_body_bytes: int = 32 * MiB,
+               decode: str = "exact") -> Starlette:
     """The Starlette app; the runtime and batcher live from lifespan startup to shutdown."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         # allow_paths=False: even an item that slipped past `_image_item` cannot make us open a file.
-        runtime = Runtime.load(bundle, backend, precision, image_limits=ImageLimits(allow_paths=False))
+        runtime = Runtime.load(bundle, backend, precision, image_limits=ImageLimits(allow_paths=False), decode=decode)
         batcher = Batcher(runtime, max_batch=max_batch, max_wait_s=max_wait_s, max_queue=max_queue)
         app.state.runtime, app.state.batcher = runtime, batcher
         try:
@@ -184,9 +185,11 @@ def main(argv=None) -> None:
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch may wait to fill")
     p.add_argument("--max-queue", type=int, default=256, help="queued requests before 503")
     p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body before 413")
+    p.add_argument("--decode", default="exact", choices=["exact", "fast"],
+                   help="image decoding: exact (SPEC 1.4) or fast (DCT-scaled JPEG, docs/images.md)")
     a = p.parse_args(argv)
     app = create_app(a.bundle, a.precision, a.backend, a.max_batch, a.max_wait_ms / 1000, a.max_queue,
-                     int(a.max_body_mb * MiB))
+                     int(a.max_body_mb * MiB), a.decode)
     uvicorn.run(app, host=a.host, port=a.port)
 
 
