@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 
 from vlfront.config import (IM_END_ID, IM_START_ID, IMAGE_PAD_ID, PAD_ID, SPECIAL_TOKENS, VISION_END_ID,
                             VISION_START_ID, Config)
-from vlfront.errors import BundleError, ConfigError
+from vlfront.errors import BundleError
+from vlfront.runtime import manifest_schema
+from vlfront.runtime.onnx_scan import OnnxScanError, external_data
 
 SCHEMA_VERSION = 1
 FORMAT = "vlfront-bundle"
@@ -49,6 +51,10 @@ def safe_path(root: pathlib.Path, rel: str) -> pathlib.Path:
     return full
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 @dataclass
 class Bundle:
     """A validated bundle directory and its manifest."""
@@ -72,22 +78,21 @@ class Bundle:
         if path.stat().st_size > MAX_MANIFEST_BYTES:
             raise BundleError(f"{path}: {path.stat().st_size} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit")
         try:
-            manifest = json.loads(path.read_bytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            manifest = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_no_constant)
+        except RecursionError:
+            manifest = None  # nested deeper than the parser goes: refused below like any deep manifest
+        except (UnicodeDecodeError, ValueError) as e:  # ValueError: JSONDecodeError, NaN, a 5000-digit int
             raise BundleError(f"{path}: not valid JSON ({e}); rebuild the bundle") from None
+        if manifest is None or manifest_schema.depth_exceeds(manifest):
+            raise BundleError(f"{path}: JSON nested deeper than {manifest_schema.MAX_DEPTH} levels; "
+                              "not a vlfront manifest (rebuild the bundle)")
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise BundleError(f"{path}: not a vlfront bundle manifest (format != {FORMAT!r})")
         version = manifest.get("schema_version")
         if version != SCHEMA_VERSION:
             raise BundleError(f"{path}: schema_version {version!r}, this vlfront reads {SCHEMA_VERSION}; "
                               "rebuild the bundle with this vlfront (`vlfront export`) or upgrade vlfront")
-        for key in ("config", "files", "graphs", "special_ids", "tokenizer"):
-            if not isinstance(manifest.get(key), dict):
-                raise BundleError(f"{path}: manifest lacks the {key!r} section")
-        try:
-            config = Config.from_dict(manifest["config"])
-        except (ConfigError, TypeError) as e:
-            raise BundleError(f"{path}: invalid config: {e}") from None
+        config = manifest_schema.validate(manifest, str(path))
         if manifest["special_ids"] != SPECIAL_IDS:
             raise BundleError(f"{path}: special_ids {manifest['special_ids']} differ from the SPEC's {SPECIAL_IDS}")
         for rel in manifest["files"]:
@@ -113,6 +118,33 @@ class Bundle:
             raise BundleError(f"{self.root}: {rel} sha256 {digest[:16]}… differs from the manifest's "
                               f"{str(entry.get('sha256'))[:16]}…: the file was tampered with; rebuild the bundle")
         self._verified.add(rel)
+        return full
+
+    def graph_path(self, name: str, precision: str = "fp32") -> pathlib.Path:
+        """The verified ONNX file of a graph variant, its external-data files verified too, and every
+        external-data location inside the graph checked against the manifest (docs/bundle.md rule 5)."""
+        entry = self.graph(name, precision)
+        for rel in entry.get("external_data", []):
+            self.path(rel)
+        full = self.path(entry["file"])
+        try:
+            refs = external_data(full.read_bytes())
+        except OnnxScanError as e:
+            raise BundleError(f"{self.root}: {entry['file']}: {e}; rebuild the bundle") from None
+        files = self.manifest["files"]
+        for ref in refs:
+            rel = ref.location  # relative to the graph's directory: the bundle root
+            while rel.startswith("./"):
+                rel = rel[2:]
+            if rel not in files:
+                raise BundleError(f"{self.root}: {entry['file']}: tensor {ref.tensor} keeps its data in "
+                                  f"'{ref.location}', a file the manifest does not list; refusing the graph "
+                                  "(rebuild the bundle)")
+            self.path(rel)
+            size = files[rel]["size"]
+            if ref.offset < 0 or ref.offset > size or (ref.length >= 0 and ref.length > size - ref.offset):
+                raise BundleError(f"{self.root}: {entry['file']}: tensor {ref.tensor} points at bytes "
+                                  f"{ref.offset}+{ref.length} of {rel}, which has {size}; rebuild the bundle")
         return full
 
     def verify_all(self) -> None:

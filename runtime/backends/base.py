@@ -66,11 +66,8 @@ class Runner:
 
     # --- for backends -------------------------------------------------------
     def graph_path(self, graph: str):
-        """The verified ONNX file of `graph` and the external-data files it points at."""
-        entry = self.io[graph]
-        for rel in entry.get("external_data", []):
-            self.bundle.path(rel)
-        return self.bundle.path(entry["file"])
+        """The verified ONNX file of `graph` and the external-data files it points at (Bundle.graph_path)."""
+        return self.bundle.graph_path(graph, self.precision)
 
     def _load_impl(self) -> None:
         raise NotImplementedError
