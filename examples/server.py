@@ -41,7 +41,9 @@ from starlette.routing import Route
 
 from vlfront.errors import QueueFullError, RequestError
 from vlfront.runtime import Batcher, Runtime
+from vlfront.runtime.fetch import Fetcher, FetchPolicy
 from vlfront.runtime.images import ImageLimits
+from vlfront.runtime.openai_compat import resolve_image_urls
 
 try:
     from safetensors.numpy import save as safetensors_save
@@ -81,6 +83,7 @@ def create_app(bundle, precision: str = "fp32", backend: str = "auto", max_batch
     app = Starlette(routes=[Route("/v1/embed", embed, methods=["POST"]), Route("/healthz", healthz)],
                     lifespan=lifespan)
     app.state.max_body_bytes = max_body_bytes
+    app.state.fetcher = None  # remote image URLs are refused unless main() (--fetch-allow-domain) sets a Fetcher
     return app
 
 
@@ -88,7 +91,8 @@ async def embed(request: Request) -> Response:
     try:
         fmt = negotiate(request.headers.get("accept", ""))
         body = await read_body(request, request.app.state.max_body_bytes)
-        parsed = await asyncio.to_thread(parse_request, body)  # up to 32 MiB of JSON + base64: off the loop
+        # up to 32 MiB of JSON + base64, and any remote image downloads: off the loop
+        parsed = await asyncio.to_thread(parse_request, body, request.app.state.fetcher)
         out = await request.app.state.batcher.embed(parsed)
     except Refused as e:
         return error(e.status, str(e))
@@ -140,8 +144,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_request(body: bytes) -> dict:
-    """JSON body -> a runtime request, base64 images decoded to bytes; the runtime checks the rest."""
+def parse_request(body: bytes, fetcher: Fetcher | None = None) -> dict:
+    """JSON body -> a runtime request, base64 images and image_url data URLs decoded to bytes, remote
+    image URLs downloaded by `fetcher` when there is one; the runtime checks the rest."""
     try:
         request = json.loads(body)
     except (ValueError, RecursionError) as e:  # bad JSON or UTF-8; absurdly deep nesting
@@ -151,6 +156,7 @@ def parse_request(body: bytes) -> dict:
     for m, message in enumerate(request["messages"]):
         if isinstance(message, dict) and isinstance(message.get("content"), list):
             message["content"] = [image_item(item, m, i) for i, item in enumerate(message["content"])]
+    resolve_image_urls(request, fetcher)  # OpenAI image_url items (docs/openai.md)
     return request
 
 
@@ -187,9 +193,20 @@ def main(argv=None) -> None:
     p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body before 413")
     p.add_argument("--decode", default="exact", choices=["exact", "fast"],
                    help="image decoding: exact (SPEC 1.4) or fast (DCT-scaled JPEG, docs/images.md)")
+    p.add_argument("--fetch-allow-domain", action="append", default=[], metavar="HOST",
+                   help="download image_url http(s) URLs from HOST ('.example.com' adds subdomains); repeatable. "
+                        "Off by default: remote URLs are refused (docs/openai.md)")
+    p.add_argument("--fetch-allow-http", action="store_true", help="also plain http:// (default: https only)")
+    p.add_argument("--fetch-timeout-s", type=float, default=5.0, help="connect and per-read timeout")
+    p.add_argument("--fetch-deadline-s", type=float, default=15.0, help="whole download, redirects included")
+    p.add_argument("--fetch-max-mb", type=float, default=16.0, help="largest image downloaded")
     a = p.parse_args(argv)
     app = create_app(a.bundle, a.precision, a.backend, a.max_batch, a.max_wait_ms / 1000, a.max_queue,
                      int(a.max_body_mb * MiB), a.decode)
+    if a.fetch_allow_domain:
+        app.state.fetcher = Fetcher(FetchPolicy(tuple(a.fetch_allow_domain), a.fetch_allow_http,
+                                                timeout_s=a.fetch_timeout_s, deadline_s=a.fetch_deadline_s,
+                                                max_bytes=int(a.fetch_max_mb * MiB)))
     uvicorn.run(app, host=a.host, port=a.port)
 
 

@@ -141,3 +141,43 @@ def base64_decode(text: str) -> bytes | None:
     if len(rest) >= 2:  # 12 or 18 bits: one or two more bytes
         out += binascii.a2b_base64(rest + "=" * (4 - len(rest)))
     return out
+
+
+def resolve_image_urls(request, fetcher=None, max_remote: int = 5) -> None:
+    """For a server: turn image_url items of `request` into image items with their bytes, in place.
+
+    data: URLs are decoded here (off the event loop); http(s) URLs are downloaded with `fetcher`
+    (a vlfront.runtime.fetch.Fetcher) when there is one, else left for the processor to refuse.
+    Malformed items are left as they are, for the processor's own message.
+
+    Raises:
+        RequestError / ImageError / FetchError: a bad data URL, more than `max_remote` remote
+            URLs in the request (checked before any download), or a refused download.
+    """
+    messages = request.get("messages") if isinstance(request, dict) else request
+    if not isinstance(messages, list):
+        return
+    found = []  # (content list, position, where, url)
+    for m, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for i, item in enumerate(content):
+            if isinstance(item, dict) and item.get("type") == "image_url" and set(item) == {"type", "image_url"}:
+                where = f"message {m}, item {i}"
+                try:
+                    url = image_url_string(item["image_url"], where, None)
+                except RequestError:
+                    continue  # the processor words it
+                found.append((content, i, where, url))
+    remote = [f for f in found if url_scheme(f[3]) in ("http", "https")]
+    if fetcher is not None and len(remote) > max_remote:
+        raise RequestError(f"the request has {len(remote)} remote image URLs, over the limit of {max_remote} "
+                           "fetched per request")
+    for content, i, where, url in found:
+        if url_scheme(url) in ("http", "https"):
+            if fetcher is None:
+                continue  # the processor refuses it, saying how to enable a fetcher
+            content[i] = {"type": "image", "image": fetcher.fetch(url, where)}
+        else:
+            content[i] = {"type": "image", "image": data_url_bytes(url, where, None)}
