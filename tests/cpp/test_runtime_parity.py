@@ -8,6 +8,7 @@ same message; tampered bundles refused by both.
 from __future__ import annotations
 
 import base64
+import ctypes
 import json
 import os
 import pathlib
@@ -124,6 +125,14 @@ def test_process_gives_layout_and_pixels_without_graphs(runtimes):
     np.testing.assert_array_equal(out["pixel_values"], ref.pixel_values)
 
 
+def nested(depth: int):
+    """depth lists, one inside the other (within the JSON depth limit of 64 with the request around)."""
+    v: list = []
+    for _ in range(depth - 1):
+        v = [v]
+    return v
+
+
 BAD = {
     "no_messages": [],
     "bad_role": [{"role": "robot", "content": "hi"}],
@@ -153,7 +162,16 @@ BAD = {
     "corrupt_image": [user(image(b"\xff\xd8\xff" + bytes(100)))],
     "missing_file": [user(image("/nonexistent/vlfront/image.jpg"))],
     "empty_bytes": [user(image(b""))],
+    # hostile values (issue 9): shown by type or a bounded preview, alike in both (py_show.h, _show)
+    "role_nested_60": [{"role": nested(60), "content": "hi"}],
+    "role_long_str": [{"role": "r" * 100_000, "content": "hi"}],
+    "role_quote_str": [{"role": "it's\n", "content": "hi"}],
+    "type_nested_60": [user({"type": nested(60), "text": "x"})],
+    "prompt_nested_60": {"messages": [user(text("a"))], "add_generation_prompt": nested(60)},
+    "prompt_str": {"messages": [user(text("a"))], "add_generation_prompt": "yes"},
+    "many_unknown_keys": [{"role": "user", "content": "hi", **{f"k{i:02d}" + "x" * 70: i for i in range(15)}}],
 }
+
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
@@ -180,6 +198,25 @@ def test_bad_requests_refused_alike(runtimes, name):
         assert "cannot read '/nonexistent/vlfront/image.jpg': No such file or directory" in cpp_msg
     else:
         assert cpp_msg == py_msg
+
+
+@pytest.mark.parametrize("body, needle", [
+    (b'[{"role": "user", "content": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]",
+     "the request nests arrays/objects deeper than 64 levels"),
+    (b'[{"role": "user", "content": "\xff\xfe"}]', "the request is not valid UTF-8: byte 0xff at offset 30"),
+    (b'[{"role": "user", "content": "\xed\xa0\x80"}]', "the request is not valid UTF-8: byte 0xed at offset 30"),
+])
+def test_untrusted_json_refused_alike(cpp_lib, body, needle):
+    """The JSON rules (docs/runtime.md, "Untrusted JSON"): C++ request JSON and Python's json_guard."""
+    from vlfront.runtime import json_guard
+
+    with pytest.raises(json_guard.JsonRefused) as py_err:
+        json_guard.loads(body, "the request")
+    handle = ctypes.c_void_p()
+    with pytest.raises(CppError) as cpp_err:
+        cpp_lib.check(cpp_lib.lib.vlf_request_create_from_json(body, len(body), ctypes.byref(handle)))
+    assert cpp_err.value.code == "REQUEST"
+    assert str(py_err.value) == cpp_err.value.message == needle
 
 
 def test_truncation_policy_error(cpp_lib, tiny_bundle):

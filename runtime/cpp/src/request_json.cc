@@ -8,6 +8,7 @@
 #include "error.h"
 #include "json_guard.h"
 #include "openai_compat.h"
+#include "py_show.h"
 #include "request.h"
 
 namespace vlfront::impl {
@@ -41,13 +42,8 @@ std::vector<std::string> keys_of(const json& obj) {
   return k;
 }
 
-std::string py_value(const json& v) {
-  if (v.is_boolean()) return v.get<bool>() ? "True" : "False";
-  if (v.is_null()) return "None";
-  if (v.is_string()) return "'" + v.get<std::string>() + "'";
-  if (v.is_structured()) return py_type(v);  // never dump client containers (deep nesting, size)
-  return v.dump();
-}
+// Never the whole client value (deep lists, huge strings): py_show.h, as Python's _show.
+std::string py_value(const json& v) { return py_show(v); }
 
 Item parse_item(const json& item, long index, const std::string& at) {
   auto fail = [&](const std::string& m) { return request_error(VLF_ERR_REQUEST, index, at + ": " + m); };
@@ -65,7 +61,7 @@ Item parse_item(const json& item, long index, const std::string& at) {
   std::vector<std::string> sorted_want = want;
   std::sort(sorted_want.begin(), sorted_want.end());
   if (have != sorted_want)
-    throw fail("a " + kind + " item needs exactly the keys " + py_list(want) + ", got " + py_list(have));
+    throw fail("a " + kind + " item needs exactly the keys " + py_list(want) + ", got " + py_keys(have));
   const json& value = item[kind];
   Item out;
   if (kind == "text") {
@@ -105,7 +101,7 @@ Request request_from_json(const std::string& text, long index) {
   const json* messages = &doc;
   if (doc.is_object()) {
     if (!doc.contains("messages"))
-      throw fail("a request dict needs a 'messages' list; got keys " + py_list(keys_of(doc)) +
+      throw fail("a request dict needs a 'messages' list; got keys " + py_keys(keys_of(doc)) +
                  " (to lay out several requests, pass a list of them)");
     openai::check_request_fields(doc, {"add_generation_prompt", "messages"}, index);  // ignored or refused
     if (doc.contains("add_generation_prompt")) {
@@ -130,11 +126,12 @@ Request request_from_json(const std::string& text, long index) {
       if (k != "content" && k != "role") unknown.push_back(k);
     if (!missing.empty() || !unknown.empty())
       throw fail(where + ": needs exactly the keys ['content', 'role']; missing " + py_list(missing) + ", unknown " +
-                 py_list(unknown));
+                 py_keys(unknown));
     const json& role = msg["role"];
     const json& content = msg["content"];
-    if (!role.is_string() ||
-        (role != "system" && role != "user" && role != "assistant"))
+    if (!role.is_string())
+      throw fail(where + ": role must be one of ['system', 'user', 'assistant'], got " + py_type(role));
+    if (role != "system" && role != "user" && role != "assistant")
       throw fail(where + ": role " + py_value(role) + " is not one of ['system', 'user', 'assistant']");
     Message out;
     out.role = role.get<std::string>();
