@@ -181,3 +181,18 @@ def resolve_image_urls(request, fetcher=None, max_remote: int = 5) -> None:
             content[i] = {"type": "image", "image": fetcher.fetch(url, where)}
         else:
             content[i] = {"type": "image", "image": data_url_bytes(url, where, None)}
+
+
+def markdown_tables() -> str:
+    """The fields table as Markdown, for docs/openai.md (a test keeps the two equal)."""
+    rows = ["| where | field / key | front-end | why |", "|---|---|---|---|"]
+    for section, label in (("request", "request body"), ("message", "message"), ("image_url", "image_url object"),
+                           ("item_types", "content item type")):
+        for verdict in ("ignored", "refused"):
+            for key, why in FIELDS[section].get(verdict, {}).items():
+                rows.append(f"| {label} | `{key}` | {verdict} | {why} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python -m vlfront.runtime.openai_compat: the table of docs/openai.md
+    print(markdown_tables(), end="")
