@@ -12,8 +12,12 @@
     python -c "import numpy; print(numpy.load('embeds.npy').shape)"    # (1, 1024, 768)
 
 POST /v1/embed takes one request {"messages": [...], "add_generation_prompt": true} (SPEC section 1)
-where an image item is {"type": "image", "image_base64": "<base64 of the encoded file>"}. Paths and
-URLs are refused: a server must never open files named by its clients. The answer is inputs_embeds
+where an image item is {"type": "image", "image_base64": "<base64 of the encoded file>"} or OpenAI's
+{"type": "image_url", "image_url": {"url": "data:image/...;base64,..."}}; an OpenAI chat-completions
+body works as it is (examples/openai_client.py; docs/openai.md lists the fields ignored and refused).
+Paths and file: URLs are refused: a server must never open files named by its clients; http(s)
+image URLs only with --fetch-allow-domain (runtime/fetch.py: allowlist, public addresses only,
+timeouts, size cap). The answer is inputs_embeds
 [1, max_seq_len, D] float32 as .npy (application/x-npy, the default) or, with
 `Accept: application/x-safetensors`, a safetensors file holding inputs_embeds, input_ids,
 attention_mask and image_attention_mask. Headers: X-Dropped-Tokens (text tokens truncated),
