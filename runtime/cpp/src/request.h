@@ -33,8 +33,10 @@ struct Request {
 
 // Parses the JSON form: a list of messages or {"messages": [...],
 // "add_generation_prompt": bool}; content a string or a list of items
-// {"type": "text", "text": str} / {"type": "image", "image": path | {"base64": str}}.
-// Unknown keys are refused, as in Python's processor. Raises Error(VLF_ERR_REQUEST).
+// {"type": "text", "text": str} / {"type": "image", "image": path | {"base64": str}} /
+// {"type": "image_url", "image_url": {"url": "data:image/...;base64,..."} | "data:..."}.
+// OpenAI fields are ignored or refused per runtime/openai_fields.json (openai_compat.h);
+// unknown keys are refused, as in Python's processor. Raises Error(VLF_ERR_REQUEST).
 Request request_from_json(const std::string& json, long index = -1);
 
 }  // namespace vlfront::impl

@@ -133,7 +133,9 @@ VLF_API const vlf_tokenizer* vlf_runtime_tokenizer(const vlf_runtime* runtime);
 VLF_API vlf_status* vlf_request_create(vlf_request** out);
 /* Parses a request from JSON: a list of messages, or {"messages": [...],
  * "add_generation_prompt": bool}; an image item's "image" is a file path, or
- * {"base64": "..."} for encoded bytes. json: borrowed. out: owned. */
+ * {"base64": "..."} for encoded bytes; OpenAI's {"type": "image_url", "image_url":
+ * {"url": "data:image/...;base64,..."}} and chat-completions fields as docs/openai.md
+ * says. json: borrowed. out: owned. */
 VLF_API vlf_status* vlf_request_create_from_json(const char* json, size_t len, vlf_request** out);
 VLF_API void vlf_request_destroy(vlf_request* request);
 /* Starts a new message. role: borrowed; "system", "user" or "assistant". */
