@@ -196,8 +196,9 @@ def _client(url: str, timeout_s: float):
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
-    except ImportError:
-        raise SharedCacheError("cache='redis://...' needs the redis client: pip install 'vlfront[triton]'") from None
+    except ImportError as e:
+        raise SharedCacheError(f"cache='redis://...' needs the redis client ({e}): pip install 'vlfront[triton]'"
+                               ) from None
     # No retries: a failed call is a miss, and the next request tries again after retry_after_s.
     return redis.Redis(host=parts.hostname, port=port, db=db, password=parts.password, username=parts.username or None,
                        ssl=parts.scheme == "rediss", socket_timeout=timeout_s, socket_connect_timeout=timeout_s,

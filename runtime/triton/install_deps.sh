@@ -29,7 +29,11 @@ fi
   echo "[setup] WARNING: could not install nvidia-pytriton/tritonclient; the Triton tests will skip"
 
 if [ ! -x "$ENV/bin/python3" ]; then
-  BASE=$("$PY" -c 'import sys; print(sys._base_executable)')  # the interpreter the project venv was made from
+  # The stub links the system's libpython3.X: build the env from that same Python (its stdlib, its ssl),
+  # else stdlib and libpython differ (e.g. pyenv 3.11.7 vs Debian 3.11.2) and modules like ssl fail in the stub.
+  VER=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  BASE=/usr/bin/python$VER
+  [ -x "$BASE" ] || BASE=$("$PY" -c 'import sys; print(sys._base_executable)')
   "$BASE" -m venv "$ENV"
 fi
 "$ENV/bin/python" -m pip install $PIP -r "$HERE/stub-requirements.txt" &&
