@@ -39,6 +39,12 @@ def _engines(a) -> None:
     engines_command(a)
 
 
+def _triton(a) -> None:
+    from vlfront.runtime.triton.cli import triton_command
+
+    triton_command(a)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vlfront", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -84,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--opt-batch", type=int, default=8)
     g.add_argument("--max-batch", type=int, default=32)
     g.set_defaults(func=_engines)
+
+    from vlfront.runtime.triton.cli import add_triton_parser
+
+    add_triton_parser(sub, _triton)
     return p
 
 
