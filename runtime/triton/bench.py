@@ -1,0 +1,243 @@
+"""`make bench-triton`: Triton vs the Starlette example server, and two Triton replicas sharing one Redis.
+
+    python -m vlfront.runtime.triton.bench --bundle build/default --out build/bench-triton
+
+1. Throughput and latency at concurrency 1, 8, 32 of one Triton server (python backend, one
+   instance) and of examples/server.py, on the same bundle, same max batch (8) and batching delay
+   (5 ms). Rounds alternate between the two servers so that load from other processes hits both
+   alike. Real photos (scikit-image), cache off: every request carries a photo whose bytes are new
+   (a counter appended after the JPEG end marker, which decoders ignore), so no cache can hit.
+2. Two Triton replicas, one Redis, repeated images round-robin: each image is asked of replica A,
+   then B, then A, B; B's first answer for an image is a cross-replica (Redis) hit. Redis's own
+   keyspace counters give the hit rate; the client's latencies give hit vs miss. Requests go one at a
+   time, so these replicas run with max_queue_delay 0 (no batch would fill; a delay would only add
+   the same wait to hits and misses).
+3. The same workload with Redis killed half-way: the count of failed requests.
+
+Results: a JSON file and a printed table; figures are medians over rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import io
+import json
+import pathlib
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import numpy as np
+
+from vlfront.runtime.triton.repository import RepositoryOptions, write_repository
+from vlfront.runtime.triton.request import encode_request
+from vlfront.runtime.triton.services import RedisServer, TritonServer, free_port
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
+
+
+def photos() -> list[bytes]:
+    from PIL import Image
+    from skimage import data
+
+    out = []
+    for name in PHOTOS:
+        buf = io.BytesIO()
+        Image.fromarray(getattr(data, name)()).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def unique_bodies(n: int, base: list[bytes], start: int) -> list[bytes]:
+    """n request bodies, each with a photo whose bytes no earlier request had (a cache can never hit)."""
+    return [encode_request([{"role": "user", "content": [
+        {"type": "image", "image": base[i % len(base)] + b"vlfront-bench-%d" % (start + i)},
+        {"type": "text", "text": "Describe this picture."}]}]) for i in range(n)]
+
+
+class TritonClient:
+    def __init__(self, url: str):
+        import tritonclient.http as http
+
+        self.http = http
+        self.local = threading.local()
+        self.url = url
+
+    def __call__(self, body: bytes) -> np.ndarray:
+        c = getattr(self.local, "client", None)
+        if c is None:
+            c = self.local.client = self.http.InferenceServerClient(self.url)
+        inp = self.http.InferInput("request", [1, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[body]], dtype=object))
+        return c.infer("vlfront", [inp]).as_numpy("inputs_embeds")
+
+
+class StarletteClient:
+    def __init__(self, port: int):
+        import http.client
+
+        self.httpc = http.client
+        self.port = port
+        self.local = threading.local()
+
+    def __call__(self, body: bytes) -> np.ndarray:
+        c = getattr(self.local, "conn", None)
+        if c is None:
+            c = self.local.conn = self.httpc.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        c.request("POST", "/v1/embed", body, {"Content-Type": "application/json"})
+        r = c.getresponse()
+        data = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"HTTP {r.status}: {data[:200]!r}")
+        return np.load(io.BytesIO(data))
+
+
+def run_load(call, bodies: list[bytes], concurrency: int) -> dict:
+    latencies, errors = [], 0
+
+    def one(body):
+        t0 = time.perf_counter()
+        call(body)
+        return time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(concurrency) as pool:
+        for f in [pool.submit(one, b) for b in bodies]:
+            try:
+                latencies.append(f.result())
+            except Exception:  # noqa: BLE001 — counted
+                errors += 1
+    wall = time.perf_counter() - t0
+    lat = np.array(latencies) * 1000
+    return {"rps": len(latencies) / wall, "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None, "errors": errors}
+
+
+class StarletteServer:
+    def __init__(self, bundle):
+        self.port = free_port()
+        script = pathlib.Path(__file__).resolve().parents[2] / "examples" / "server.py"
+        self.proc = subprocess.Popen([sys.executable, str(script), "--bundle", str(bundle), "--port", str(self.port),
+                                      "--max-batch", "8", "--max-wait-ms", "5"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("the example server did not start")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def throughput(bundle, out: pathlib.Path, rounds: int, concurrencies, base) -> list[dict]:
+    repo = write_repository(bundle, out / "repo-throughput", RepositoryOptions(max_batch=8, max_queue_delay_us=5000),
+                            force=True)
+    triton, starlette = TritonServer(repo).start(), StarletteServer(bundle)
+    clients = {"triton": TritonClient(triton.http_url), "starlette": StarletteClient(starlette.port)}
+    rows, counter = [], 0
+    try:
+        for name, call in clients.items():  # warm-up: ORT sessions, connections
+            run_load(call, unique_bodies(8, base, counter), 4)
+            counter += 8
+        for c in concurrencies:
+            n = max(16, 4 * c)
+            for r in range(rounds):
+                order = list(clients.items()) if r % 2 == 0 else list(clients.items())[::-1]
+                for name, call in order:
+                    res = run_load(call, unique_bodies(n, base, counter), c)
+                    counter += n
+                    rows.append({"server": name, "concurrency": c, "round": r, "requests": n, **res})
+                    print(f"  {name:9s} c={c:2d} round {r}: {res['rps']:.1f} req/s p50 {res['p50_ms']:.0f} ms "
+                          f"p99 {res['p99_ms']:.0f} ms errors {res['errors']}", flush=True)
+    finally:
+        triton.stop()
+        starlette.stop()
+    return rows
+
+
+def replicas(bundle, out: pathlib.Path, base, images: int, kill_redis: bool) -> dict:
+    import redis
+
+    with RedisServer(maxmemory="512mb") as rs:
+        repo = write_repository(bundle, out / "repo-replicas",
+                                RepositoryOptions(max_batch=8, max_queue_delay_us=0, cache=rs.url), force=True)
+        with TritonServer(repo) as a, TritonServer(repo) as b:
+            ca, cb = TritonClient(a.http_url), TritonClient(b.http_url)
+            tag = int(time.time())
+            bodies = [unique_bodies(1, base, tag * 1000 + i)[0] for i in range(images)]
+            for warm in unique_bodies(4, base, tag * 1000 + 10_000):
+                ca(warm), cb(warm)
+            r = redis.Redis.from_url(rs.url)
+            hits0 = int(r.info("stats")["keyspace_hits"])
+            lat = {"miss": [], "cross_hit": [], "local_hit": []}
+            errors = 0
+            for i, body in enumerate(bodies):
+                if kill_redis and i == images // 2:
+                    rs.kill()
+                for kind, call in (("miss", ca), ("cross_hit", cb), ("local_hit", ca), ("local_hit", cb)):
+                    t0 = time.perf_counter()
+                    try:
+                        call(body)
+                        lat[kind].append((time.perf_counter() - t0) * 1000)
+                    except Exception:  # noqa: BLE001 — counted
+                        errors += 1
+            hits = None if kill_redis else int(r.info("stats")["keyspace_hits"]) - hits0
+    med = {k: statistics.median(v) if v else None for k, v in lat.items()}
+    res = {"images": images, "requests": 4 * images, "errors": errors, "redis_killed_at": images // 2 if kill_redis
+           else None, "p50_ms": med}
+    if not kill_redis:
+        res["cross_replica_hit_rate"] = hits / images
+        res["hit_speedup"] = med["miss"] / med["cross_hit"]
+    return res
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--bundle", default="build/default")
+    p.add_argument("--out", default="build/bench-triton")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--concurrency", default="1,8,32")
+    p.add_argument("--images", type=int, default=24, help="distinct images of the replica workload")
+    a = p.parse_args(argv)
+    out = pathlib.Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = photos()
+    print("[bench-triton] Triton vs Starlette (cache off, real photos)", flush=True)
+    rows = throughput(a.bundle, out, a.rounds, [int(c) for c in a.concurrency.split(",")], base)
+    summary = []
+    for c in sorted({r["concurrency"] for r in rows}):
+        med = {s: {k: statistics.median(r[k] for r in rows if r["server"] == s and r["concurrency"] == c)
+                   for k in ("rps", "p50_ms", "p99_ms")} for s in ("triton", "starlette")}
+        errs = sum(r["errors"] for r in rows if r["concurrency"] == c)
+        summary.append({"concurrency": c, **{f"{s}_{k}": v for s in med for k, v in med[s].items()},
+                        "ratio": med["triton"]["rps"] / med["starlette"]["rps"], "errors": errs})
+    print("[bench-triton] two replicas, one Redis", flush=True)
+    shared = replicas(a.bundle, out, base, a.images, kill_redis=False)
+    killed = replicas(a.bundle, out, base, a.images, kill_redis=True)
+    result = {"throughput_rounds": rows, "throughput": summary, "replicas": shared, "redis_killed": killed,
+              "note": "medians over rounds; the machine is shared with other jobs"}
+    (out / "bench_triton.json").write_text(json.dumps(result, indent=1))
+    print("\nconcurrency | triton req/s p50/p99 ms | starlette req/s p50/p99 ms | triton/starlette")
+    for s in summary:
+        print(f"{s['concurrency']:11d} | {s['triton_rps']:6.1f} {s['triton_p50_ms']:6.0f}/{s['triton_p99_ms']:<6.0f} | "
+              f"{s['starlette_rps']:6.1f} {s['starlette_p50_ms']:6.0f}/{s['starlette_p99_ms']:<6.0f} | "
+              f"{s['ratio']:.2f}x")
+    print(f"replicas: cross-replica hit rate {shared['cross_replica_hit_rate']:.2f}, p50 miss "
+          f"{shared['p50_ms']['miss']:.1f} ms, cross-replica hit {shared['p50_ms']['cross_hit']:.1f} ms "
+          f"({shared['hit_speedup']:.1f}x), local hit {shared['p50_ms']['local_hit']:.1f} ms")
+    print(f"Redis killed after {killed['redis_killed_at']} of {killed['images']} images: "
+          f"{killed['errors']} failed of {killed['requests']} requests")
+    print(f"wrote {out / 'bench_triton.json'}")
+
+
+if __name__ == "__main__":
+    main()
