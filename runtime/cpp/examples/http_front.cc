@@ -276,6 +276,7 @@ std::string format_response(const HttpResponse& res, bool close) {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+constexpr size_t kMaxDrain = 16u << 20;  // a client that sends a whole refused body still reads its answer
 
 struct Conn {
   int fd = -1;
@@ -285,6 +286,7 @@ struct Conn {
   std::string out;
   size_t out_off = 0;
   bool close_after = false;
+  size_t drained = 0;  // bytes read and discarded after a closing answer
   Clock::time_point deadline;
   explicit Conn(ParseLimits limits) : parser(limits) {}
 };
@@ -380,8 +382,8 @@ struct HttpFront::Impl {
     c.out.clear();
     c.out_off = 0;
     if (c.close_after) {
-      // Lingering close: FIN after the answer, then read and discard for a moment so that
-      // a client still sending its body gets the answer rather than a reset.
+      // Lingering close: FIN after the answer, then read and discard for a moment (2 s, 16 MiB)
+      // so that a client still sending its body gets the answer rather than a reset.
       ::shutdown(c.fd, SHUT_WR);
       c.phase = Conn::Phase::kDraining;
       c.deadline = Clock::now() + std::chrono::seconds(2);
@@ -468,7 +470,11 @@ struct HttpFront::Impl {
     for (int round = 0; round < 8; ++round) {  // at most 512 KiB per connection per turn: fairness
       const ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
       if (n > 0) {
-        if (c.phase == Conn::Phase::kDraining) continue;
+        if (c.phase == Conn::Phase::kDraining) {
+          c.drained += static_cast<size_t>(n);
+          if (c.drained > kMaxDrain) return close_conn(id);
+          continue;
+        }
         consume(id, c, buf, static_cast<size_t>(n));
         if (c.phase != Conn::Phase::kReading) return;
         continue;
