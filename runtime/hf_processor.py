@@ -90,6 +90,28 @@ class Processor:
             return {k: torch.from_numpy(v) for k, v in out.items()}
         return out
 
+    def apply_chat_template(self, messages, add_generation_prompt: bool = True, tokenize: bool = True,
+                            return_dict: bool = False, return_tensors: str | None = None, padding=True):
+        """transformers' `processor.apply_chat_template(..., tokenize=True)`: the SPEC layout's ids.
+
+        Returns input_ids ([B, L] array or tensor; a list of lists when return_tensors is None), or
+        with return_dict=True the whole dict of `__call__`.
+        Raises:
+            RequestError: tokenize=False (the rendered string is transformers' business: load the
+                bundle with AutoTokenizer, docs/openai.md) or a bad request.
+        """
+        if not tokenize:
+            raise RequestError("tokenize=False is not supported: vlfront lays out ids directly; for the rendered "
+                               "string use transformers.AutoTokenizer.from_pretrained(bundle).apply_chat_template")
+        batch = [_with_prompt(r, add_generation_prompt) for r in _as_batch(messages)]
+        out = self(batch, return_tensors=return_tensors or "np", padding=padding)
+        if return_dict:
+            return out
+        if return_tensors is None:
+            mask = out["attention_mask"]
+            return [row[: int(n)].tolist() for row, n in zip(out["input_ids"], mask.sum(axis=1))]
+        return out["input_ids"]
+
     def _arrays(self, requests: list, with_embeds: bool) -> dict:
         rt = self.runtime
         if with_embeds:
@@ -120,6 +142,12 @@ class Processor:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _with_prompt(request, add_generation_prompt: bool):
+    if isinstance(request, dict):
+        return {**request, "add_generation_prompt": add_generation_prompt}
+    return {"messages": request, "add_generation_prompt": add_generation_prompt}
 
 
 def _is_message(x) -> bool:

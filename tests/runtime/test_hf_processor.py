@@ -102,3 +102,13 @@ def test_torch_is_imported_only_for_pt(tiny_bundle):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_apply_chat_template_like_transformers_processors(processor, rt):
+    ids = processor.apply_chat_template(short(), add_generation_prompt=True)
+    assert ids == [[151644, 872, 198, 13048, 151645, 198, 151644, 77091, 198]]
+    assert processor.apply_chat_template(short(), add_generation_prompt=False) == [ids[0][:-3]]
+    out = processor.apply_chat_template([short(), with_image()], return_dict=True, return_tensors="np")
+    np.testing.assert_array_equal(out["input_ids"], rt.embed([short(), with_image()]).input_ids[:, :210])
+    with pytest.raises(RequestError, match="tokenize=False is not supported"):
+        processor.apply_chat_template(short(), tokenize=False)
