@@ -69,13 +69,16 @@ class Refused(Exception):
 
 def create_app(bundle, precision: str = "fp32", backend: str = "auto", max_batch: int = 8,
                max_wait_s: float = 0.005, max_queue: int = 256, max_body_bytes: int = 32 * MiB,
-               decode: str = "exact") -> Starlette:
-    """The Starlette app; the runtime and batcher live from lifespan startup to shutdown."""
+               decode: str = "exact", cache: str | None = None) -> Starlette:
+    """The Starlette app; the runtime and batcher live from lifespan startup to shutdown.
+
+    `cache="redis://host:port/db"` shares visual tokens with other replicas (docs/triton.md)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         # allow_paths=False: even an item that slipped past `_image_item` cannot make us open a file.
-        runtime = Runtime.load(bundle, backend, precision, image_limits=ImageLimits(allow_paths=False), decode=decode)
+        runtime = Runtime.load(bundle, backend, precision, image_limits=ImageLimits(allow_paths=False), decode=decode,
+                               cache=cache)
         batcher = Batcher(runtime, max_batch=max_batch, max_wait_s=max_wait_s, max_queue=max_queue)
         app.state.runtime, app.state.batcher = runtime, batcher
         try:
@@ -197,6 +200,7 @@ def main(argv=None) -> None:
     p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body before 413")
     p.add_argument("--decode", default="exact", choices=["exact", "fast"],
                    help="image decoding: exact (SPEC 1.4) or fast (DCT-scaled JPEG, docs/images.md)")
+    p.add_argument("--cache", help="redis://host:port/db: a visual-token cache shared by replicas (docs/triton.md)")
     p.add_argument("--fetch-allow-domain", action="append", default=[], metavar="HOST",
                    help="download image_url http(s) URLs from HOST ('.example.com' adds subdomains); repeatable. "
                         "Off by default: remote URLs are refused (docs/openai.md)")
@@ -206,7 +210,7 @@ def main(argv=None) -> None:
     p.add_argument("--fetch-max-mb", type=float, default=16.0, help="largest image downloaded")
     a = p.parse_args(argv)
     app = create_app(a.bundle, a.precision, a.backend, a.max_batch, a.max_wait_ms / 1000, a.max_queue,
-                     int(a.max_body_mb * MiB), a.decode)
+                     int(a.max_body_mb * MiB), a.decode, a.cache)
     if a.fetch_allow_domain:
         app.state.fetcher = Fetcher(FetchPolicy(tuple(a.fetch_allow_domain), a.fetch_allow_http,
                                                 timeout_s=a.fetch_timeout_s, deadline_s=a.fetch_deadline_s,
