@@ -194,3 +194,22 @@ def test_https_only_by_default(server):
 def test_not_found(server):
     with pytest.raises(FetchError, match="answered HTTP 404"):
         fetcher().fetch(f"{server}/missing")
+
+
+def test_fuzzed_urls_only_ever_raise_fetch_error():
+    """Whatever the string, the fetcher answers with its own error (here every address is private)."""
+    import random
+
+    rng = random.Random(0)
+    pieces = ["http://", "https://", "HTTPS://", "ftp://", "//", "cdn.example.test", "CDN.EXAMPLE.TEST.", "[::1]",
+              "[", "]", ":", ":0", ":99999", ":443", "@", "user:pw@", "/", "/a.png", "?q=1", "#f", "%00", "%2e",
+              "é", "\x00", " ", "\n", "\\", "..", "xn--", ".example.test", "[fe80::1%25eth0]"]
+
+    def resolver(host, port, type=0):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.1", port or 443))]
+
+    f = Fetcher(FetchPolicy(allow_domains=(".example.test", "::1"), allow_http=True), resolver)
+    for _ in range(2000):
+        url = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+        with pytest.raises(FetchError):
+            f.fetch(url)
