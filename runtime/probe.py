@@ -13,7 +13,8 @@ described in `manifest["calibration"]["probe"]`, docs/bundle.md):
   The fusion graph is fed `fusion.input_ids` and `patch_embed.visual_tokens[:1]`.
 
 `verify` runs both graphs on the runner that will serve (backend, precision,
-device) and applies the gate's rule to each: per-token cosine mean >=
+device; int8's fusion graph is the fp32 one and is not re-run) and applies the
+gate's rule to each: per-token cosine mean >=
 `thresholds.mean_cosine` and min >= `thresholds.min_cosine`, finite. Below it,
 load fails with a BundleError naming the figure, the gate, the machine and the
 remedy. The C++ runtime (runtime/cpp/src/probe.cc) runs the same probe with the
@@ -47,21 +48,25 @@ def figures(actual: np.ndarray, expected: np.ndarray) -> dict:
     """
     if actual.shape != expected.shape:
         raise BundleError(f"shape {list(actual.shape)} differs from the fp32 shape {list(expected.shape)}")
-    a = np.asarray(actual, np.float64).reshape(-1, actual.shape[-1])
-    e = np.asarray(expected, np.float64).reshape(-1, expected.shape[-1])
+    dim = actual.shape[-1] if actual.ndim else 1
+    a = np.array(actual, np.float64).reshape(-1, dim)  # a copy: it becomes the difference below
+    e = np.asarray(expected, np.float64).reshape(-1, dim)
     finite = bool(np.isfinite(a).all())
     if not finite:
-        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
-    na, ne = np.linalg.norm(a, axis=1), np.linalg.norm(e, axis=1)
+        np.nan_to_num(a, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    # einsum keeps this in a few passes over memory: it runs at every load (the probe), not only at calibration
+    dot, na, ne = np.einsum("ij,ij->i", a, e), np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", e, e)
+    na, ne = np.sqrt(na), np.sqrt(ne)
     both = (na > 0) & (ne > 0)
-    cos = np.where(both, (a * e).sum(1) / np.where(both, na * ne, 1.0), np.where((na == 0) & (ne == 0), 1.0, 0.0))
-    ref = float(np.linalg.norm(e))
-    diff = a - e
+    cos = np.where(both, dot / np.where(both, na * ne, 1.0), np.where((na == 0) & (ne == 0), 1.0, 0.0))
+    ref = float(np.sqrt(ne @ ne))
+    np.subtract(a, e, out=a)
+    err = float(np.sqrt(np.einsum("ij,ij->", a, a)))
     return {
         "cosine_min": float(cos.min()) if cos.size else 1.0,
         "cosine_mean": float(cos.mean()) if cos.size else 1.0,
-        "rel_l2": float(np.linalg.norm(diff) / ref) if ref > 0 else float(np.linalg.norm(diff) > 0),
-        "max_abs": float(np.abs(diff).max()) if diff.size else 0.0,
+        "rel_l2": err / ref if ref > 0 else float(err > 0),
+        "max_abs": float(np.abs(a).max()) if a.size else 0.0,
         "finite": finite,
         "tokens": int(cos.size),
     }
@@ -167,16 +172,26 @@ def _load(bundle, rel: str) -> dict[str, np.ndarray]:
     return t
 
 
+def fusion_is_fp32(bundle, precision: str) -> bool:
+    """int8 serves the fp32 fusion graph: nothing to probe there (fp32 itself is probed on engines, verify_engines)."""
+    return precision != "fp32" and bundle.graph("fusion", precision)["file"] == bundle.graph("fusion", "fp32")["file"]
+
+
 def measure(bundle, runner) -> dict[str, dict]:
-    """Figures of `runner` on the bundle's probe: {"patch_embed/visual_tokens": {...}, "fusion/inputs_embeds": {...}}."""
+    """Figures of `runner` on the bundle's probe: {"patch_embed/visual_tokens": {...}, "fusion/inputs_embeds": {...}}.
+
+    The fusion row is left out where the precision serves the fp32 fusion graph (`fusion_is_fp32`).
+    """
     spec = (bundle.manifest.get("calibration") or {}).get("probe") or {}
     t = _load(bundle, spec.get("file", FILE))
     vt = runner.infer("patch_embed", {"pixel_values": t["patch_embed.pixel_values"]})["visual_tokens"]
     ref_vt = t["patch_embed.visual_tokens"]
-    emb = runner.infer("fusion", {"input_ids": t["fusion.input_ids"], "visual_tokens": ref_vt[:1]})["inputs_embeds"]
-    mask = t["fusion.attention_mask"][0].astype(bool)
-    return {"patch_embed/visual_tokens": figures(vt, ref_vt),
-            "fusion/inputs_embeds": figures(np.asarray(emb)[0][mask], t["fusion.inputs_embeds"])}
+    out = {"patch_embed/visual_tokens": figures(vt, ref_vt)}
+    if not fusion_is_fp32(bundle, runner.precision):
+        emb = runner.infer("fusion", {"input_ids": t["fusion.input_ids"], "visual_tokens": ref_vt[:1]})["inputs_embeds"]
+        mask = t["fusion.attention_mask"][0].astype(bool)
+        out["fusion/inputs_embeds"] = figures(np.asarray(emb)[0][mask], t["fusion.inputs_embeds"])
+    return out
 
 
 def failures(fig: dict, thresholds: dict) -> list[str]:

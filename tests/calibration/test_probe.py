@@ -77,7 +77,8 @@ def test_load_runs_the_probe_and_passes_the_gate(calibrated_bundle, precision):
     with Runtime.load(calibrated_bundle, backend="onnxruntime", precision=precision) as rt:
         figs = probe.verify(rt.bundle, rt.runner, precision)
         th = rt.bundle.manifest["calibration"]["thresholds"]
-        assert set(figs) == {"patch_embed/visual_tokens", "fusion/inputs_embeds"}
+        # int8 serves the fp32 fusion graph, so only patch_embed has anything to check
+        assert set(figs) == {"patch_embed/visual_tokens"} | ({"fusion/inputs_embeds"} if precision == "fp16" else set())
         for fig in figs.values():
             assert not probe.failures(fig, th)
             assert fig["cosine_mean"] >= th["mean_cosine"] and fig["cosine_min"] >= th["min_cosine"]
@@ -156,6 +157,7 @@ def test_engines_are_probed_with_the_same_function(calibrated_bundle, copy, fres
     said = []
     figs = probe.verify_engines(calibrated_bundle, _ort_as_engines, said.append)
     assert set(figs) == {"fp32", "int8", "fp16"} and len(said) == 3
+    assert set(figs["fp32"]) == set(figs["fp16"]) == {"patch_embed/visual_tokens", "fusion/inputs_embeds"}
     th = Bundle.open(calibrated_bundle).manifest["calibration"]["thresholds"]
     assert all(not probe.failures(f, th) for per in figs.values() for f in per.values())
     degrade_int8(copy)

@@ -260,8 +260,10 @@ void verify_probe(Bundle& bundle, Runner& runner, const std::string& precision) 
     std::vector<HostTensor> outputs{{"visual_tokens", "float32", {n, T, D}, got_vt.data()}};
     runner.run("patch_embed", inputs, outputs);
   }
-  std::vector<float> embeds(static_cast<size_t>(L * D));
-  {
+  // int8 serves the fp32 fusion graph: nothing to probe there (Python's probe.fusion_is_fp32).
+  const bool fusion_fp32 = precision != "fp32" && bundle.graph("fusion", precision).file == bundle.graph("fusion", "fp32").file;
+  std::vector<float> embeds(fusion_fp32 ? 0 : static_cast<size_t>(L * D));
+  if (!fusion_fp32) {
     std::vector<HostTensor> inputs{{"input_ids", "int64", {1, L}, ids.data()},
                                    {"visual_tokens", "float32", {1, T, D}, ref_vt.data()}};
     std::vector<HostTensor> outputs{{"inputs_embeds", "float32", {1, L, D}, embeds.data()}};
@@ -269,13 +271,13 @@ void verify_probe(Bundle& bundle, Runner& runner, const std::string& precision) 
   }
   std::vector<float> got_emb;
   got_emb.reserve(static_cast<size_t>(attended * D));
-  for (int64_t i = 0; i < L; ++i)
+  for (int64_t i = 0; i < L && !fusion_fp32; ++i)
     if (mask[static_cast<size_t>(i)])
       got_emb.insert(got_emb.end(), embeds.begin() + i * D, embeds.begin() + (i + 1) * D);
 
-  const std::pair<const char*, ProbeFigures> figs[] = {
-      {"patch_embed visual_tokens", probe_figures(got_vt.data(), ref_vt.data(), n * T, D)},
-      {"fusion inputs_embeds", probe_figures(got_emb.data(), ref_emb.data(), attended, D)}};
+  std::vector<std::pair<const char*, ProbeFigures>> figs = {
+      {"patch_embed visual_tokens", probe_figures(got_vt.data(), ref_vt.data(), n * T, D)}};
+  if (!fusion_fp32) figs.emplace_back("fusion inputs_embeds", probe_figures(got_emb.data(), ref_emb.data(), attended, D));
   std::string problems;
   const ProbeFigures* first = nullptr;
   for (const auto& [name, fig] : figs) {
