@@ -95,8 +95,9 @@ class Bundle:
         config = manifest_schema.validate(manifest, str(path))
         if manifest["special_ids"] != SPECIAL_IDS:
             raise BundleError(f"{path}: special_ids {manifest['special_ids']} differ from the SPEC's {SPECIAL_IDS}")
-        for rel in manifest["files"]:
+        for rel, entry in manifest["files"].items():
             safe_path(root, rel)
+            manifest_schema.check_file_entry(rel, entry, str(path))
         return cls(root, manifest, config)
 
     def path(self, rel: str) -> pathlib.Path:

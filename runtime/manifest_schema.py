@@ -99,8 +99,6 @@ def validate(manifest: dict, where: str) -> Config:
         raise bad("tokenizer.file is missing")
     if not isinstance(tok["file"], str):
         raise bad(f"tokenizer.file must be a string, got {json_kind(tok['file'])}")
-    for rel, entry in manifest["files"].items():
-        _file_entry(rel, entry, bad)
     _graphs(manifest["graphs"], config, bad)
     return config
 
@@ -119,6 +117,11 @@ def _config(cfg: dict, bad) -> None:
             got = json_kind(v) if not isinstance(v, list) else f"an array of {len(v)}"
             raise bad(f"config.{key} must be {'an ' if kind == 'integer' else 'a ' if kind == 'string' else ''}"
                       f"{kind}, got {got}")
+
+
+def check_file_entry(rel: str, entry, where: str) -> None:
+    """One `files` entry: an object with a non-negative integer size and a sha256 hex digest."""
+    _file_entry(rel, entry, lambda msg: BundleError(f"{where}: {msg}; rebuild the bundle with `vlfront export`"))
 
 
 def _file_entry(rel: str, entry, bad) -> None:

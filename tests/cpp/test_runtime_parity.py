@@ -22,6 +22,7 @@ import skimage
 from vlfront.errors import VlfrontError
 from vlfront.runtime import Runtime as PyRuntime
 from vlfront_ctypes import CppError, Runtime as CppRuntime
+from bundle_cases import EXTERNAL_TAMPER, SCHEMA_TAMPER, expected_message
 
 DATA = pathlib.Path(skimage.__file__).parent / "data"
 HOPPER = pathlib.Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
@@ -336,3 +337,20 @@ def test_openai_refused_rows_refused_alike(runtimes, where, key):
         cpp.embed([req])
     assert f"'{key}' is refused: {OPENAI_FIELDS[where]['refused'][key]}" in cpp_err.value.message
     assert cpp_err.value.message == str(py_err.value).removeprefix("request 0: ")
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMA_TAMPER) + sorted(EXTERNAL_TAMPER))
+def test_malformed_bundle_same_message_in_both(cpp_lib, tiny_bundle, tmp_path, name):
+    """The manifest schema and rule 5 (tests/cpp/bundle_cases.py): one table, both loaders, one message."""
+    root = _copy(tiny_bundle, tmp_path)
+    edit, text = {**SCHEMA_TAMPER, **EXTERNAL_TAMPER}[name]
+    edit(root)
+    with pytest.raises(VlfrontError) as py_err:
+        PyRuntime.load(root)
+    with pytest.raises(CppError) as cpp_err:
+        CppRuntime(cpp_lib, root)
+    assert cpp_err.value.code == "BUNDLE"
+    if name in SCHEMA_TAMPER:
+        assert str(py_err.value) == cpp_err.value.message == expected_message(root, name)
+    else:
+        assert text in str(py_err.value) and text in cpp_err.value.message, (str(py_err.value), cpp_err.value.message)

@@ -57,6 +57,171 @@ std::vector<TensorSpec> tensor_specs(const json& list, const std::string& where)
   return out;
 }
 
+// --- the manifest schema (docs/bundle.md): Python's runtime/manifest_schema.py, same order and messages ---
+
+constexpr int kMaxJsonDepth = 64;
+
+// Whether arrays/objects in JSON text nest deeper than kMaxJsonDepth (checked before parsing).
+bool json_too_deep(const std::string& text) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth) return true;
+    } else if (c == ']' || c == '}') --depth;
+  }
+  return false;
+}
+
+std::string json_kind(const json& v) {
+  if (v.is_number_integer()) return "integer";
+  if (v.is_number()) return "number";
+  return v.type_name();
+}
+
+// Python's repr() of a short str (messages only).
+std::string quoted(const std::string& s, size_t limit) {
+  std::string cut = s.substr(0, limit);
+  while (!cut.empty() && (static_cast<unsigned char>(cut.back()) & 0xC0) == 0x80) cut.pop_back();
+  if (cut.size() < s.size() && !cut.empty() && static_cast<unsigned char>(cut.back()) >= 0xC0) cut.pop_back();
+  return "'" + cut + "'";
+}
+
+struct SchemaCheck {
+  std::string where;
+  Error bad(const std::string& msg) const {
+    return bundle_error(where + ": " + msg + "; rebuild the bundle with `vlfront export`");
+  }
+
+  void config_types(const json& cfg) const {
+    static const std::vector<std::pair<const char*, const char*>> keys = {
+        {"hidden_size", "integer"}, {"image_size", "integer"}, {"patch_size", "integer"}, {"vocab_rows", "integer"},
+        {"max_seq_len", "integer"}, {"max_text_tokens", "integer"}, {"image_mean", "3 numbers"},
+        {"image_std", "3 numbers"}, {"vision_pos", "string"}, {"seed", "integer"}, {"tokens_per_image", "integer"}};
+    for (const auto& [key, kind] : keys) {
+      const std::string k = key, kd = kind;
+      if (!cfg.contains(k)) {
+        if (k == "seed" || k == "tokens_per_image") continue;
+        throw bad("config." + k + " is missing (a config lists every SPEC 1.1 key; none defaults)");
+      }
+      const json& v = cfg[k];
+      bool ok;
+      if (kd == "integer") ok = v.is_number_integer();
+      else if (kd == "string") ok = v.is_string();
+      else {
+        ok = v.is_array() && v.size() == 3;
+        for (size_t i = 0; ok && i < 3; ++i) ok = v[i].is_number();
+      }
+      if (!ok) {
+        const std::string got = v.is_array() ? "an array of " + std::to_string(v.size()) : json_kind(v);
+        const std::string article = kd == "integer" ? "an " : kd == "string" ? "a " : "";
+        throw bad("config." + k + " must be " + article + kd + ", got " + got);
+      }
+    }
+  }
+
+  void io(const json& specs, const std::vector<std::pair<std::string, std::pair<std::string, std::vector<json>>>>& want,
+          const std::string& at) const {
+    bool ok = specs.is_array();
+    for (size_t i = 0; ok && i < specs.size(); ++i) ok = specs[i].is_object();
+    if (!ok) throw bad(at + " must be an array of {name, dtype, shape} objects");
+    std::vector<std::string> names, wanted;
+    for (const auto& t : specs)
+      names.push_back(t.contains("name") && t["name"].is_string() ? t["name"].get<std::string>()
+                                                                  : json_kind(t.contains("name") ? t["name"] : json()));
+    for (const auto& w : want) wanted.push_back(w.first);
+    std::vector<std::string> sorted_names = names;
+    std::sort(sorted_names.begin(), sorted_names.end());
+    std::sort(wanted.begin(), wanted.end());
+    if (sorted_names != wanted) {
+      std::string shown, serves;
+      for (size_t i = 0; i < names.size() && i < 8; ++i) shown += (i ? ", " : "") + quoted(names[i], 40);
+      for (size_t i = 0; i < wanted.size(); ++i) serves += (i ? ", " : "") + quoted(wanted[i], 40);
+      throw bad(at + " names [" + shown + "], this vlfront serves [" + serves + "]");
+    }
+    for (const auto& t : specs) {
+      const std::string name = t["name"].get<std::string>();
+      const auto& w = std::find_if(want.begin(), want.end(), [&](const auto& x) { return x.first == name; })->second;
+      const json dtype = t.contains("dtype") ? t["dtype"] : json();
+      if (dtype != w.first) {
+        const std::string shown = dtype.is_string() ? dtype.get<std::string>().substr(0, 20) : json_kind(dtype);
+        throw bad(at + ": " + name + " has dtype " + shown + ", SPEC's is " + w.first);
+      }
+      const json got = t.contains("shape") ? t["shape"] : json();
+      bool same = got.is_array() && got.size() == w.second.size();
+      for (size_t i = 0; same && i < got.size(); ++i)
+        same = w.second[i].is_string() ? got[i].is_string() : got[i].is_number_integer() && got[i] == w.second[i];
+      if (!same) {
+        std::string shown, expect;
+        if (got.is_array() && got.size() <= 8) {
+          for (size_t i = 0; i < got.size(); ++i)
+            shown += (i ? ", " : "") + (got[i].is_number_integer() ? got[i].dump()
+                                        : got[i].is_string()       ? quoted(got[i].get<std::string>(), 20)
+                                                                   : json_kind(got[i]));
+          shown = "[" + shown + "]";
+        } else {
+          shown = json_kind(got);
+        }
+        for (size_t i = 0; i < w.second.size(); ++i)
+          expect += (i ? ", " : "") + (w.second[i].is_string() ? quoted(w.second[i].get<std::string>(), 20)
+                                                               : w.second[i].dump());
+        throw bad(at + ": " + name + " has shape " + shown + ", the config makes it [" + expect + "]");
+      }
+    }
+  }
+
+  void graphs(const json& gs, const ModelConfig& c) const {
+    using Io = std::vector<std::pair<std::string, std::pair<std::string, std::vector<json>>>>;
+    const json D = c.hidden_size, T = c.tokens_per_image(), S = c.max_seq_len, I = c.image_size;
+    const Io pe_in = {{"pixel_values", {"uint8", {"N", I, I, 3}}}};
+    const Io pe_out = {{"visual_tokens", {"float32", {"N", T, D}}}};
+    const Io fu_in = {{"input_ids", {"int64", {"B", S}}}, {"visual_tokens", {"float32", {"N", T, D}}}};
+    const Io fu_out = {{"inputs_embeds", {"float32", {"B", S, D}}}};
+    for (const char* name : {"patch_embed", "fusion"})
+      if (!gs.contains(name)) throw bad(std::string("graphs.") + name + " is missing");
+    for (const auto& [name, variants] : gs.items()) {
+      if (!variants.is_object()) throw bad("graphs." + name + " must be an object, got " + json_kind(variants));
+      const bool served = name == "patch_embed" || name == "fusion";
+      if (served && !variants.contains("fp32")) throw bad("graphs." + name + ".fp32 is missing");
+      for (const auto& [precision, e] : variants.items()) {
+        const std::string at = "graphs." + name + "." + precision;
+        if (!e.is_object()) throw bad(at + " must be an object, got " + json_kind(e));
+        if (!e.contains("file")) throw bad(at + ".file is missing");
+        if (!e["file"].is_string()) throw bad(at + ".file must be a string, got " + json_kind(e["file"]));
+        if (e.contains("external_data")) {
+          bool ok = e["external_data"].is_array();
+          for (size_t i = 0; ok && i < e["external_data"].size(); ++i) ok = e["external_data"][i].is_string();
+          if (!ok) throw bad(at + ".external_data must be an array of strings");
+        }
+        if (!served) continue;
+        const json none;
+        io(e.contains("inputs") ? e["inputs"] : none, name == "fusion" ? fu_in : pe_in, at + ".inputs");
+        io(e.contains("outputs") ? e["outputs"] : none, name == "fusion" ? fu_out : pe_out, at + ".outputs");
+      }
+    }
+  }
+
+  void file_entry(const std::string& rel, const json& entry) const {
+    if (!entry.is_object())
+      throw bad("files['" + rel + "'] must be an object with size and sha256, got " + json_kind(entry));
+    const json size = entry.contains("size") ? entry["size"] : json();
+    if (!size.is_number_integer() || (size.is_number_integer() && !size.is_number_unsigned() && size.get<int64_t>() < 0))
+      throw bad("files['" + rel + "'].size must be a non-negative integer, got " + json_kind(size));
+    const json sha = entry.contains("sha256") ? entry["sha256"] : json();
+    bool hex = sha.is_string() && sha.get<std::string>().size() == 64;
+    if (hex)
+      for (char ch : sha.get<std::string>()) hex = hex && ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'));
+    if (!hex) throw bad("files['" + rel + "'].sha256 must be 64 lowercase hex digits");
+  }
+};
+
 }  // namespace
 
 ModelConfig config_from_json(const json& d) {
@@ -164,7 +329,11 @@ Bundle Bundle::open(const std::string& root_in) {
   Bundle b;
   b.root_ = root;
   try {
-    b.manifest_ = json::parse(read_all(path, kMaxManifestBytes));
+    const std::string text = read_all(path, kMaxManifestBytes);
+    if (json_too_deep(text))
+      throw bundle_error(path + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth) +
+                         " levels; not a vlfront manifest (rebuild the bundle)");
+    b.manifest_ = json::parse(text);
   } catch (const json::exception& e) {
     throw bundle_error(path + ": not valid JSON (" + e.what() + "); rebuild the bundle");
   }
@@ -176,22 +345,31 @@ Bundle Bundle::open(const std::string& root_in) {
     throw bundle_error(path + ": schema_version " + (version.is_null() ? std::string("None") : version.dump()) +
                        ", this vlfront reads " + std::to_string(kSchemaVersion) +
                        "; rebuild the bundle with this vlfront (`vlfront export`) or upgrade vlfront");
-  for (const char* key : {"config", "files", "graphs", "special_ids", "tokenizer"})
-    if (!m.contains(key) || !m[key].is_object())
-      throw bundle_error(path + ": manifest lacks the '" + key + "' section");
+  const SchemaCheck schema{path};
+  for (const char* key : {"config", "files", "graphs", "special_ids", "tokenizer"}) {
+    if (!m.contains(key)) throw bundle_error(path + ": manifest lacks the '" + key + "' section");
+    if (!m[key].is_object()) throw schema.bad(std::string("'") + key + "' must be an object, got " + json_kind(m[key]));
+  }
+  for (const char* key : {"calibration", "engines"})
+    if (m.contains(key) && !m[key].is_object())
+      throw schema.bad(std::string("'") + key + "' must be an object, got " + json_kind(m[key]));
+  schema.config_types(m["config"]);
   try {
     b.config_ = config_from_json(m["config"]);
   } catch (const Error& e) {
     throw bundle_error(path + ": invalid config: " + e.what());
   }
+  if (!m["tokenizer"].contains("file")) throw schema.bad("tokenizer.file is missing");
+  if (!m["tokenizer"]["file"].is_string())
+    throw schema.bad("tokenizer.file must be a string, got " + json_kind(m["tokenizer"]["file"]));
+  schema.graphs(m["graphs"], b.config_);
   const json spec_ids = {{"pad", kPadId}, {"im_start", kImStartId}, {"im_end", kImEndId},
                          {"vision_start", kVisionStartId}, {"vision_end", kVisionEndId}, {"image_pad", kImagePadId}};
   if (m["special_ids"] != spec_ids)
     throw bundle_error(path + ": special_ids " + m["special_ids"].dump() + " differ from the SPEC's " + spec_ids.dump());
   for (const auto& [rel, entry] : m["files"].items()) {
     safe_path(root, rel);
-    if (!entry.is_object() || !entry.contains("size") || !entry.contains("sha256"))
-      throw bundle_error(path + ": files entry '" + rel + "' needs size and sha256");
+    schema.file_entry(rel, entry);
   }
   for (const auto& [name, variants] : m["graphs"].items()) {
     if (!variants.is_object()) continue;

@@ -92,12 +92,29 @@ TEST(Bundle, ManifestRefusals) {
   EXPECT_NE(with(R"({"format": "vlfront-bundle", "schema_version": 2})").find("upgrade vlfront"), std::string::npos);
   EXPECT_NE(with(R"({"format": "vlfront-bundle", "schema_version": 1})").find("lacks the 'config' section"),
             std::string::npos);
-  const std::string base = R"({"format": "vlfront-bundle", "schema_version": 1, "files": {}, "graphs": {},
-      "tokenizer": {}, "special_ids": {"pad": 151643, "im_start": 151644, "im_end": 151645,
-      "vision_start": 151652, "vision_end": 151653, "image_pad": 151655}, "config": )";
-  EXPECT_NE(with(base + R"({"hidden_size": 62}})").find("hidden_size=62"), std::string::npos);
-  EXPECT_NE(with(base + R"({"colour": 1}})").find("unknown keys"), std::string::npos);
-  EXPECT_EQ(with(base + R"({"hidden_size": 64}})"), "no error");
+  const std::string graphs = R"({
+      "patch_embed": {"fp32": {"file": "p.onnx",
+          "inputs": [{"name": "pixel_values", "dtype": "uint8", "shape": ["N", 224, 224, 3]}],
+          "outputs": [{"name": "visual_tokens", "dtype": "float32", "shape": ["N", 196, 64]}]}},
+      "fusion": {"fp32": {"file": "f.onnx",
+          "inputs": [{"name": "input_ids", "dtype": "int64", "shape": ["B", 1024]},
+                     {"name": "visual_tokens", "dtype": "float32", "shape": ["N", 196, 64]}],
+          "outputs": [{"name": "inputs_embeds", "dtype": "float32", "shape": ["B", 1024, 64]}]}}})";
+  const std::string base = R"({"format": "vlfront-bundle", "schema_version": 1, "files": {},
+      "tokenizer": {"file": "tokenizer.json"}, "special_ids": {"pad": 151643, "im_start": 151644, "im_end": 151645,
+      "vision_start": 151652, "vision_end": 151653, "image_pad": 151655}, "graphs": )" + graphs + R"(, "config": )";
+  const std::string rest = R"("image_size": 224, "patch_size": 16, "vocab_rows": 151936, "max_seq_len": 1024,
+      "max_text_tokens": 512, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "vision_pos": "sincos2d")";
+  EXPECT_NE(with(base + R"({"hidden_size": 62, )" + rest + "}}").find("hidden_size=62"), std::string::npos);
+  EXPECT_NE(with(base + R"({"hidden_size": 64, "colour": 1, )" + rest + "}}").find("unknown keys"), std::string::npos);
+  EXPECT_NE(with(base + R"({"hidden_size": 64}})").find("config.image_size is missing"), std::string::npos);
+  EXPECT_NE(with(base + R"({"hidden_size": 128, )" + rest + "}}").find("the config makes it ['N', 196, 128]"),
+            std::string::npos);
+  EXPECT_NE(with(base + R"({"hidden_size": "64", )" + rest + "}}").find("config.hidden_size must be an integer, got string"),
+            std::string::npos);
+  EXPECT_NE(with(std::string(100000, '[') + std::string(100000, ']')).find("nested deeper than 64 levels"),
+            std::string::npos);
+  EXPECT_EQ(with(base + R"({"hidden_size": 64, )" + rest + "}}"), "no error");
   fs::remove_all(root);
 }
 
