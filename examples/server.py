@@ -35,11 +35,13 @@ import base64
 import contextlib
 import io
 import json
+import logging
 
 import numpy as np
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -57,6 +59,7 @@ except ImportError:  # safetensors is an export dependency; without it only .npy
 NPY, SAFETENSORS = "application/x-npy", "application/x-safetensors"
 MiB = 1 << 20
 BODY_HINT = 'the body must be a JSON object {"messages": [...], "add_generation_prompt": true}'
+log = logging.getLogger("vlfront.server")
 
 
 class Refused(Exception):
@@ -88,7 +91,7 @@ def create_app(bundle, precision: str = "fp32", backend: str = "auto", max_batch
             runtime.close()
 
     app = Starlette(routes=[Route("/v1/embed", embed, methods=["POST"]), Route("/healthz", healthz)],
-                    lifespan=lifespan)
+                    lifespan=lifespan, exception_handlers={405: method_not_allowed})
     app.state.max_body_bytes = max_body_bytes
     app.state.fetcher = None  # remote image URLs are refused unless main() (--fetch-allow-domain) sets a Fetcher
     return app
@@ -97,6 +100,7 @@ def create_app(bundle, precision: str = "fp32", backend: str = "auto", max_batch
 async def embed(request: Request) -> Response:
     try:
         fmt = negotiate(request.headers.get("accept", ""))
+        check_content_type(request.headers.get("content-type"))
         body = await read_body(request, request.app.state.max_body_bytes)
         # up to 32 MiB of JSON + base64, and any remote image downloads: off the loop
         parsed = await asyncio.to_thread(parse_request, body, request.app.state.fetcher)
@@ -107,6 +111,10 @@ async def embed(request: Request) -> Response:
         return error(400, e.reason)
     except QueueFullError as e:
         return error(503, str(e), {"Retry-After": "1"})
+    except ClientDisconnect:  # the client went away mid-upload: nobody to answer, nothing to trace
+        client = request.client.host if request.client else "?"
+        log.warning("client %s disconnected during its upload to /v1/embed; request dropped", client)
+        return Response(status_code=400)
     headers = {"X-Dropped-Tokens": str(out.dropped_tokens[0]), "X-Num-Tokens": str(int(out.attention_mask.sum())),
                "X-Num-Images": str(out.images_per_request[0]),
                "X-Inputs-Embeds-Shape": ",".join(map(str, out.inputs_embeds.shape))}
@@ -124,6 +132,20 @@ async def healthz(request: Request) -> JSONResponse:
     batcher = request.app.state.batcher
     return JSONResponse({**request.app.state.runtime.stats(),
                          "batcher": {"requests": batcher.requests, "batches": batcher.batches}})
+
+
+def check_content_type(value: str | None) -> None:
+    """415 for a body declared as anything but JSON (a missing Content-Type is taken as JSON)."""
+    if value is None or value.split(";")[0].strip().lower() == "application/json":
+        return
+    shown = value if len(value) <= 60 else value[:60] + "..."
+    raise Refused(415, f"Content-Type {shown!r} is not supported; send the body as application/json")
+
+
+async def method_not_allowed(request: Request, exc: HTTPException) -> JSONResponse:
+    allow = (exc.headers or {}).get("Allow", "POST")
+    return error(405, f"method {request.method} is not allowed on {request.url.path} (allowed: {allow})",
+                 {"Allow": allow})
 
 
 def negotiate(accept: str) -> str:
