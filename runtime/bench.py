@@ -155,8 +155,8 @@ def child_baseline(bundle: str, iterations: int) -> list[dict]:
     return rows
 
 
-def _child(kind: str, bundle: str, precision: str, iterations: int) -> list[dict]:
-    cmd = [sys.executable, "-m", "vlfront.runtime.bench", kind, bundle, precision, str(iterations)]
+def _child(kind: str, bundle: str, precision: str, iterations: int, extra=None) -> list[dict]:
+    cmd = [sys.executable, "-m", "vlfront.runtime.bench", kind, bundle, precision, str(iterations), json.dumps(extra)]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     if r.returncode != 0:
         from vlfront.errors import VlfrontError
@@ -165,8 +165,14 @@ def _child(kind: str, bundle: str, precision: str, iterations: int) -> list[dict
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def run_bench(bundle: str, out_dir: str, precisions: tuple[str, ...] = ("fp32",), iterations: int = 30) -> list[dict]:
-    """Run the baseline once and the runtime per precision; print one table; save CSV + Parquet + PNG."""
+def run_bench(bundle: str, out_dir: str, precisions: tuple[str, ...] = ("fp32",), iterations: int = 30,
+              photos: tuple[float, ...] = (), decode: tuple[str, ...] = ("exact", "fast")) -> list[dict]:
+    """Run the baseline once and the runtime per precision; print one table; save CSV + Parquet + PNG.
+
+    With `photos` (sizes in MP, runtime/bench_photos.py), also the camera-photo runs of
+    runtime/bench_camera.py per decode mode, their peak RSS and the fast-vs-exact deviation
+    (printed; saved as camera.*, camera_summary.csv, rss.csv, deviation.csv).
+    """
     print(f"[bench] baseline (PyTorch eager fp32 + PIL + HF tokenizers), {iterations} iterations ...", file=sys.stderr)
     base = _child("baseline", bundle, "fp32", iterations)
     ours = []
@@ -182,7 +188,46 @@ def run_bench(bundle: str, out_dir: str, precisions: tuple[str, ...] = ("fp32",)
     rows = ours + base
     _print_table(rows)
     _save(rows, pathlib.Path(out_dir))
+    if photos:
+        run_camera(bundle, out_dir, photos, decode, max(5, iterations // 4))
     return rows
+
+
+def run_camera(bundle: str, out_dir: str, photos, decode, iterations: int) -> dict:
+    """The camera-photo part of `vlfront bench` (runtime/bench_camera.py); returns its tables."""
+    import polars as pl
+
+    from vlfront.runtime import bench_camera
+
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"[bench] camera photos {list(photos)} MP, decode {list(decode)}, {iterations} interleaved iterations "
+          "(reference, baseline, Python and C++ in one process) ...", file=sys.stderr)
+    rows = _child("camera", bundle, "fp32", iterations, {"sizes": list(photos), "modes": list(decode)})
+    summary = bench_camera.summary(rows)
+    print("[bench] fast-vs-exact deviation (runtime/bench_photos.py) ...", file=sys.stderr)
+    dev = _child("deviation", bundle, "fp32", 0, {"sizes": list(photos)})
+    rss = []
+    sides = ["python"] + (["cpp"] if bench_camera.cpp_library().exists() else [])
+    for side in sides:
+        for mode in decode:
+            rss += _child("rss", bundle, "fp32", 0, {"side": side, "mode": mode})
+    tables = {"camera": rows, "camera_summary": summary, "deviation": dev, "rss": rss}
+    for name, table in tables.items():
+        print(f"\n[bench] {name}")
+        _print_rows(table)
+        pl.DataFrame(table).write_csv(out / f"{name}.csv")
+    pl.DataFrame(rows).write_parquet(out / "camera.parquet")
+    return tables
+
+
+def _print_rows(rows: list[dict]) -> None:
+    if not rows:
+        return
+    cols = list(rows[0])
+    print(" | ".join(f"{c:>12.12}" for c in cols))
+    for r in rows:
+        print(" | ".join(f"{r[c]:>12.4g}" if isinstance(r[c], float) else f"{str(r[c]):>12.12}" for c in cols))
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -227,10 +272,25 @@ def _save(rows: list[dict], out: pathlib.Path) -> None:
 
 
 def bench_command(args) -> None:
-    run_bench(args.bundle, args.out, tuple(p.strip() for p in args.precision.split(",")), args.iterations)
+    photos = tuple(float(p) if "." in p else int(p) for p in getattr(args, "photos", "").split(",") if p.strip())
+    decode = tuple(m.strip() for m in getattr(args, "decode", "exact,fast").split(",") if m.strip())
+    run_bench(args.bundle, args.out, tuple(p.strip() for p in args.precision.split(",")), args.iterations,
+              photos, decode)
+
+
+def _main(argv: list[str]) -> list[dict]:
+    kind, bundle, precision, iterations = argv[1], argv[2], argv[3], int(argv[4])
+    extra = json.loads(argv[5]) if len(argv) > 5 else None
+    if kind in ("camera", "rss", "deviation"):
+        from vlfront.runtime import bench_camera
+
+        if kind == "camera":
+            return bench_camera.child_camera(bundle, precision, iterations, extra["sizes"], extra["modes"])
+        if kind == "deviation":
+            return bench_camera.child_deviation(bundle, precision, extra["sizes"])
+        return [bench_camera.child_rss(bundle, extra["side"], extra["mode"])]
+    return child_runtime(bundle, precision, iterations) if kind == "runtime" else child_baseline(bundle, iterations)
 
 
 if __name__ == "__main__":
-    kind, bundle, precision, iterations = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    rows = child_runtime(bundle, precision, iterations) if kind == "runtime" else child_baseline(bundle, iterations)
-    print(json.dumps(rows))
+    print(json.dumps(_main(sys.argv)))
