@@ -82,14 +82,13 @@ class VlfrontModel:
         return rows
 
     def _response(self, outs: list):
-        arrays = {
-            "inputs_embeds": np.concatenate([o.inputs_embeds for o in outs]),
-            "input_ids": np.concatenate([o.input_ids for o in outs]),
-            "attention_mask": np.concatenate([o.attention_mask for o in outs]),
-            "image_attention_mask": np.concatenate([o.image_attention_mask for o in outs]),
-            "dropped_tokens": np.array([[o.dropped_tokens[0]] for o in outs], np.int64),
-        }
-        tensors = [self.pb.Tensor(name, np.ascontiguousarray(arrays[name])) for name in OUTPUTS]
+        def rows(name):  # one element (the usual case): its row as it is, no copy
+            parts = [getattr(o, name) for o in outs]
+            return np.ascontiguousarray(parts[0]) if len(parts) == 1 else np.concatenate(parts)
+
+        arrays = {name: rows(name) for name in OUTPUTS[:4]}
+        arrays["dropped_tokens"] = np.array([[o.dropped_tokens[0]] for o in outs], np.int64)
+        tensors = [self.pb.Tensor(name, arrays[name]) for name in OUTPUTS]
         return self.pb.InferenceResponse(output_tensors=tensors)
 
     def _error(self, e: Exception, element: int | None = None):
