@@ -150,6 +150,7 @@ void RequestParser::begin_body() {
     fail(413, "the body has " + std::to_string(content_length_) + " bytes, over the limit of " +
                   std::to_string(limits_.max_body) + " (--max-body-mb)");
   } else {
+    request_.body.reserve(content_length_);  // untouched pages cost no memory until bytes arrive
     state_ = content_length_ ? State::kBody : State::kDone;
   }
 }

@@ -99,7 +99,7 @@ struct FrontOptions {
 // front's own refusals (bad syntax, 408, 413, 431, 503).
 struct FrontHandlers {
   std::function<std::optional<HttpResponse>(const HttpRequest&)> check_head;
-  std::function<HttpResponse(const HttpRequest&)> handle;
+  std::function<HttpResponse(HttpRequest&)> handle;  // may take the body (std::move) to free it early
   std::function<HttpResponse(int status, const std::string& message)> error;
 };
 
