@@ -97,13 +97,33 @@ def _token_bytes(path, symbol) -> bytes:
         ) from None
 
 
+def _check_shape(path, doc: dict) -> None:
+    """JSON types of every key read below, so that a malformed file is a TokenizerError naming the key."""
+    added = doc.get("added_tokens")
+    if added is not None and (not isinstance(added, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("content"), str) and type(t.get("id")) is int for t in added)):
+        raise TokenizerError(f"{path}: added_tokens must be a list of {{'id': int, 'content': str}} objects")
+    model = doc["model"]
+    if not isinstance(model.get("type", "BPE"), str):
+        raise TokenizerError(f"{path}: model.type must be a string")
+    dropout = model.get("dropout")
+    if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float))):
+        raise TokenizerError(f"{path}: model.dropout must be null or a number")
+    for key in ("continuing_subword_prefix", "end_of_word_suffix", "unk_token"):
+        if model.get(key) is not None and not isinstance(model[key], str):
+            raise TokenizerError(f"{path}: model.{key} must be null or a string")
+    for key in ("ignore_merges", "byte_fallback", "fuse_unk"):
+        if model.get(key) is not None and not isinstance(model[key], bool):
+            raise TokenizerError(f"{path}: model.{key} must be true, false or null")
+
+
 def _check_added_tokens(path, doc: dict) -> None:
     added = {}
     for tok in doc.get("added_tokens") or []:
-        content, tid = (tok.get("content"), tok.get("id")) if isinstance(tok, dict) else (None, None)
+        content, tid = tok["content"], tok["id"]
         if content not in _SPECIAL_IDS:
             raise TokenizerError(
-                f"{path}: added token {content!r} (id {tid}) is not a SPEC 1.2 special token; remove it"
+                f"{path}: added token {content[:60]!r} (id {tid}) is not a SPEC 1.2 special token; remove it"
             )
         if tid != _SPECIAL_IDS[content]:
             raise TokenizerError(f"{path}: special token {content} has id {tid}; SPEC 1.2 requires {_SPECIAL_IDS[content]}")
@@ -192,13 +212,16 @@ def read_tokenizer_json(path: str | os.PathLike) -> TokenizerFile:
         doc = json.loads(pathlib.Path(path).read_bytes())
     except OSError as e:
         raise TokenizerError(f"cannot read tokenizer file {path}: {e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError, a 5000-digit int
         raise TokenizerError(f"{path}: not valid JSON (truncated or corrupted?): {e}") from None
+    except RecursionError:
+        raise TokenizerError(f"{path}: JSON nested too deeply; not a tokenizer.json") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
         raise TokenizerError(f"{path}: no `model` object; not a Hugging Face tokenizer.json")
     model = doc["model"]
     if model.get("type", "BPE") != "BPE":
         raise TokenizerError(f"{path}: model type {model.get('type')!r}; only byte-level BPE is supported")
+    _check_shape(path, doc)
     if model.get("dropout"):
         raise TokenizerError(f"{path}: BPE dropout={model['dropout']} makes encoding random; set it to null")
     _check_added_tokens(path, doc)
@@ -259,8 +282,11 @@ class Tokenizer:
             doc = dict(self._file.doc, added_tokens=[], post_processor=None, decoder=None)
             try:
                 self._hf = tokenizers.Tokenizer.from_str(json.dumps(doc))
-            except Exception as e:  # tokenizers raises a bare Exception for a file it cannot read
-                raise TokenizerError(f"{self._file.path}: Hugging Face tokenizers cannot load it: {e}") from None
+            except BaseException as e:  # a bare Exception for a file it cannot read; pyo3 panics derive from BaseException
+                if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
+                    raise
+                raise TokenizerError(f"{self._file.path}: Hugging Face tokenizers cannot load it: "
+                                     f"{str(e)[:300]}") from None
         return self._hf
 
     def _encode_hf(self, text: str) -> list[int]:
