@@ -34,7 +34,6 @@ import asyncio
 import base64
 import contextlib
 import io
-import json
 import logging
 
 import numpy as np
@@ -46,7 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from vlfront.errors import QueueFullError, RequestError
-from vlfront.runtime import Batcher, Runtime
+from vlfront.runtime import Batcher, Runtime, json_guard
 from vlfront.runtime.fetch import Fetcher, FetchPolicy
 from vlfront.runtime.images import ImageLimits
 from vlfront.runtime.openai_compat import resolve_image_urls
@@ -177,9 +176,9 @@ def parse_request(body: bytes, fetcher: Fetcher | None = None) -> dict:
     """JSON body -> a runtime request, base64 images and image_url data URLs decoded to bytes, remote
     image URLs downloaded by `fetcher` when there is one; the runtime checks the rest."""
     try:
-        request = json.loads(body)
-    except (ValueError, RecursionError) as e:  # bad JSON or UTF-8; absurdly deep nesting
-        raise Refused(400, f"the body is not valid JSON ({type(e).__name__}: {e}); {BODY_HINT}") from None
+        request = json_guard.loads(body, "the body")  # UTF-8 and depth <= 64, worded as the C++ server
+    except json_guard.JsonRefused as e:
+        raise Refused(400, str(e)) from None
     if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
         raise Refused(400, BODY_HINT)
     for m, message in enumerate(request["messages"]):
