@@ -212,7 +212,8 @@ def run_camera(bundle: str, out_dir: str, photos, decode, iterations: int) -> di
     for side in sides:
         for mode in decode:
             rss += _child("rss", bundle, "fp32", 0, {"side": side, "mode": mode})
-    tables = {"camera": rows, "camera_summary": summary, "deviation": dev, "rss": rss}
+    png = _child("png", bundle, "fp32", 0)
+    tables = {"camera": rows, "camera_summary": summary, "deviation": dev, "rss": rss, "png_reduce": png}
     for name, table in tables.items():
         print(f"\n[bench] {name}")
         _print_rows(table)
@@ -281,13 +282,15 @@ def bench_command(args) -> None:
 def _main(argv: list[str]) -> list[dict]:
     kind, bundle, precision, iterations = argv[1], argv[2], argv[3], int(argv[4])
     extra = json.loads(argv[5]) if len(argv) > 5 else None
-    if kind in ("camera", "rss", "deviation"):
+    if kind in ("camera", "rss", "deviation", "png"):
         from vlfront.runtime import bench_camera
 
         if kind == "camera":
             return bench_camera.child_camera(bundle, precision, iterations, extra["sizes"], extra["modes"])
         if kind == "deviation":
             return bench_camera.child_deviation(bundle, precision, extra["sizes"])
+        if kind == "png":
+            return bench_camera.child_png()
         return [bench_camera.child_rss(bundle, extra["side"], extra["mode"])]
     return child_runtime(bundle, precision, iterations) if kind == "runtime" else child_baseline(bundle, iterations)
 
