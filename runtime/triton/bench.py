@@ -3,13 +3,14 @@
     python -m vlfront.runtime.triton.bench --bundle build/default --out build/bench-triton
 
 1. Throughput and latency at concurrency 1, 8, 32 of one Triton server (python backend, one
-   instance) and of examples/server.py, on the same bundle, same max batch (8) and batching delay
+   instance; tritonclient gRPC, or --protocol http) and of examples/server.py (http.client), on the same bundle, same max batch (8) and batching delay
    (5 ms). Rounds alternate between the two servers so that load from other processes hits both
    alike. Real photos (scikit-image), cache off: every request carries a photo whose bytes are new
    (a counter appended after the JPEG end marker, which decoders ignore), so no cache can hit.
 2. Two Triton replicas, one Redis, repeated images round-robin: each image is asked of replica A,
    then B, then A, B; B's first answer for an image is a cross-replica (Redis) hit. Redis's own
-   keyspace counters give the hit rate; the client's latencies give hit vs miss. Requests go one at a
+   keyspace counters give the hit rate; the client's latencies (gRPC) give hit vs miss; the same
+   workload on two Runtime objects without Triton shows what the cache saves inside a replica. Requests go one at a
    time, so these replicas run with max_queue_delay 0 (no batch would fill; a delay would only add
    the same wait to hits and misses).
 3. The same workload with Redis killed half-way: the count of failed requests.
@@ -76,6 +77,23 @@ class TritonClient:
         return c.infer("vlfront", [inp]).as_numpy("inputs_embeds")
 
 
+class TritonGrpcClient:
+    def __init__(self, url: str):
+        import tritonclient.grpc as grpc
+
+        self.grpc = grpc
+        self.local = threading.local()
+        self.url = url
+
+    def __call__(self, body: bytes) -> np.ndarray:
+        c = getattr(self.local, "client", None)
+        if c is None:
+            c = self.local.client = self.grpc.InferenceServerClient(self.url)
+        inp = self.grpc.InferInput("request", [1, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[body]], dtype=object))
+        return c.infer("vlfront", [inp]).as_numpy("inputs_embeds")
+
+
 class StarletteClient:
     def __init__(self, port: int):
         import http.client
@@ -138,11 +156,12 @@ class StarletteServer:
         self.proc.wait(30)
 
 
-def throughput(bundle, out: pathlib.Path, rounds: int, concurrencies, base) -> list[dict]:
+def throughput(bundle, out: pathlib.Path, rounds: int, concurrencies, base, protocol: str = "grpc") -> list[dict]:
     repo = write_repository(bundle, out / "repo-throughput", RepositoryOptions(max_batch=8, max_queue_delay_us=5000),
                             force=True)
     triton, starlette = TritonServer(repo).start(), StarletteServer(bundle)
-    clients = {"triton": TritonClient(triton.http_url), "starlette": StarletteClient(starlette.port)}
+    triton_client = TritonGrpcClient(triton.grpc_url) if protocol == "grpc" else TritonClient(triton.http_url)
+    clients = {"triton": triton_client, "starlette": StarletteClient(starlette.port)}
     rows, counter = [], 0
     try:
         for name, call in clients.items():  # warm-up: ORT sessions, connections
@@ -171,7 +190,7 @@ def replicas(bundle, out: pathlib.Path, base, images: int, kill_redis: bool) -> 
         repo = write_repository(bundle, out / "repo-replicas",
                                 RepositoryOptions(max_batch=8, max_queue_delay_us=0, cache=rs.url), force=True)
         with TritonServer(repo) as a, TritonServer(repo) as b:
-            ca, cb = TritonClient(a.http_url), TritonClient(b.http_url)
+            ca, cb = TritonGrpcClient(a.grpc_url), TritonGrpcClient(b.grpc_url)
             tag = int(time.time())
             bodies = [unique_bodies(1, base, tag * 1000 + i)[0] for i in range(images)]
             for warm in unique_bodies(4, base, tag * 1000 + 10_000):
@@ -200,6 +219,28 @@ def replicas(bundle, out: pathlib.Path, base, images: int, kill_redis: bool) -> 
     return res
 
 
+def runtime_replicas(bundle, base, images: int) -> dict:
+    """The same round-robin workload on two Runtime objects sharing one Redis, without Triton in between:
+    what the cache saves inside a replica (Triton adds the same transport cost to hits and misses)."""
+    from vlfront.runtime import Runtime
+    from vlfront.runtime.triton.request import parse_request
+
+    with RedisServer(maxmemory="512mb") as rs:
+        a, b = (Runtime.load(bundle, cache=rs.url) for _ in range(2))
+        lat = {"miss": [], "cross_hit": [], "local_hit": []}
+        for body in unique_bodies(images, base, int(time.time()) * 1000 + 50_000):
+            req = parse_request(body)
+            for kind, rt in (("miss", a), ("cross_hit", b), ("local_hit", a)):
+                t0 = time.perf_counter()
+                rt.embed([req])
+                lat[kind].append((time.perf_counter() - t0) * 1000)
+        hits = b.stats()["shared_cache"]["hits"]
+        a.close(), b.close()
+    med = {k: statistics.median(v) for k, v in lat.items()}
+    return {"images": images, "p50_ms": med, "cross_replica_hit_rate": hits / images,
+            "hit_speedup": med["miss"] / med["cross_hit"]}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bundle", default="build/default")
@@ -207,12 +248,13 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--images", type=int, default=24, help="distinct images of the replica workload")
+    p.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="Triton client for the throughput runs")
     a = p.parse_args(argv)
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     base = photos()
     print("[bench-triton] Triton vs Starlette (cache off, real photos)", flush=True)
-    rows = throughput(a.bundle, out, a.rounds, [int(c) for c in a.concurrency.split(",")], base)
+    rows = throughput(a.bundle, out, a.rounds, [int(c) for c in a.concurrency.split(",")], base, a.protocol)
     summary = []
     for c in sorted({r["concurrency"] for r in rows}):
         med = {s: {k: statistics.median(r[k] for r in rows if r["server"] == s and r["concurrency"] == c)
@@ -223,8 +265,10 @@ def main(argv=None) -> None:
     print("[bench-triton] two replicas, one Redis", flush=True)
     shared = replicas(a.bundle, out, base, a.images, kill_redis=False)
     killed = replicas(a.bundle, out, base, a.images, kill_redis=True)
+    inside = runtime_replicas(a.bundle, base, a.images)
     result = {"throughput_rounds": rows, "throughput": summary, "replicas": shared, "redis_killed": killed,
-              "note": "medians over rounds; the machine is shared with other jobs"}
+              "runtime_replicas": inside,
+              "protocol": a.protocol, "note": "medians over rounds; the machine is shared with other jobs"}
     (out / "bench_triton.json").write_text(json.dumps(result, indent=1))
     print("\nconcurrency | triton req/s p50/p99 ms | starlette req/s p50/p99 ms | triton/starlette")
     for s in summary:
@@ -234,6 +278,9 @@ def main(argv=None) -> None:
     print(f"replicas: cross-replica hit rate {shared['cross_replica_hit_rate']:.2f}, p50 miss "
           f"{shared['p50_ms']['miss']:.1f} ms, cross-replica hit {shared['p50_ms']['cross_hit']:.1f} ms "
           f"({shared['hit_speedup']:.1f}x), local hit {shared['p50_ms']['local_hit']:.1f} ms")
+    print(f"inside a replica (Runtime, no Triton): p50 miss {inside['p50_ms']['miss']:.1f} ms, cross-replica hit "
+          f"{inside['p50_ms']['cross_hit']:.1f} ms ({inside['hit_speedup']:.1f}x), hit rate "
+          f"{inside['cross_replica_hit_rate']:.2f}")
     print(f"Redis killed after {killed['redis_killed_at']} of {killed['images']} images: "
           f"{killed['errors']} failed of {killed['requests']} requests")
     print(f"wrote {out / 'bench_triton.json'}")
