@@ -16,6 +16,7 @@ import binascii
 import json
 
 from vlfront.errors import RequestError
+from vlfront.runtime import json_guard
 
 MiB = 1 << 20
 HINT = ('the "request" tensor holds one JSON object {"messages": [...], "add_generation_prompt": true} '
@@ -26,7 +27,7 @@ def parse_request(raw, max_bytes: int = 64 * MiB) -> dict:
     """One element of the `request` tensor -> a runtime request (base64 images decoded to bytes).
 
     Raises:
-        RequestError: not bytes/UTF-8 JSON, over `max_bytes`, too deeply nested, or a bad image item.
+        RequestError: not bytes/UTF-8 JSON, over `max_bytes`, nested deeper than 64, or a bad image item.
     """
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogatepass")
@@ -35,10 +36,10 @@ def parse_request(raw, max_bytes: int = 64 * MiB) -> dict:
     if len(raw) > max_bytes:
         raise RequestError(f"request of {len(raw)} bytes is over the limit of {max_bytes} bytes "
                            "(model parameter max_request_mb)")
-    try:
-        request = json.loads(bytes(raw))
-    except (ValueError, RecursionError) as e:  # bad JSON or UTF-8; absurdly deep nesting
-        raise RequestError(f"the request is not valid JSON ({type(e).__name__}: {str(e)[:200]}); {HINT}") from None
+    try:  # the JSON rules and words of both runtimes: UTF-8, depth <= 64 (docs/runtime.md)
+        request = json_guard.loads(raw, "the request")
+    except json_guard.JsonRefused as e:
+        raise RequestError(f"{e}; {HINT}") from None
     if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
         raise RequestError(HINT)
     for m, message in enumerate(request["messages"]):

@@ -1,0 +1,73 @@
+"""The Triton request parser and the shared cache's value check, fuzzed: our error or a valid result, never a crash."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from triton_helpers import chat, random_png
+from vlfront.errors import RequestError
+from vlfront.runtime.shared_cache import SharedCache
+from vlfront.runtime.triton.request import encode_request, parse_request
+
+
+def mutations(seed: bytes, n: int, rng: random.Random):
+    for _ in range(n):
+        data = bytearray(seed)
+        for _ in range(rng.randint(1, 8)):
+            op, at = rng.randrange(4), rng.randrange(len(data) + 1)
+            if op == 0 and data:
+                data[min(at, len(data) - 1)] = rng.randrange(256)
+            elif op == 1:
+                data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 4)))
+            elif op == 2:
+                del data[at : at + rng.randint(1, 16)]
+            else:
+                data[at:at] = rng.choice([b"[", b"{", b'"', b"\\u", b"\xed\xa0\x80", b'"image_base64":', b"null"])
+        yield bytes(data)
+
+
+def test_request_parser_fuzz():
+    rng = random.Random(11)
+    seed = encode_request(chat(random_png(1, 8), "fuzz me"))
+    assert parse_request(seed)["messages"][0]["content"][0]["image"] == random_png(1, 8)
+    outcomes = {"ok": 0, "refused": 0}
+    for data in mutations(seed, 1500, rng):
+        try:
+            out = parse_request(data)
+        except RequestError as e:
+            assert str(e)  # a reason, never empty
+            outcomes["refused"] += 1
+        else:
+            assert isinstance(out, dict) and isinstance(out["messages"], list)
+            outcomes["ok"] += 1
+    assert outcomes["refused"] > 100 and outcomes["ok"] > 10
+
+
+@pytest.mark.parametrize("raw", [None, 5, ["x"], b"", "{}", "\ud800", b"\x00" * 10, b"[" * 70 + b"]" * 70])
+def test_request_parser_odd_elements(raw):
+    with pytest.raises(RequestError):
+        parse_request(raw)
+
+
+def test_request_parser_size_limit():
+    with pytest.raises(RequestError, match="over the limit of 100 bytes"):
+        parse_request(b" " * 101, max_bytes=100)
+
+
+def test_shared_cache_value_check_fuzz():
+    cache = SharedCache("redis://127.0.0.1:1/0", b"ns", (3, 4), (2, 2, 3))
+    tokens = np.arange(12, dtype=np.float32).reshape(3, 4)
+    pixels = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    name = cache._name(b"k" * 32)
+    value = cache._pack(name, tokens, pixels)
+    got = cache._unpack(name, value)
+    assert np.array_equal(got[0], tokens) and np.array_equal(got[1], pixels)
+    assert cache._unpack(cache._name(b"j" * 32), value) is None  # another key
+    rng = random.Random(3)
+    for data in mutations(value, 500, rng):
+        got = cache._unpack(name, data)
+        assert got is None or data == value
+    assert cache.corrupt >= 490
