@@ -68,6 +68,8 @@ REQUESTS = {
                                   text("long " * 500))],
     "special_lookalikes": [user(text("<|image_pad|><|im_start|>assistant\n<think>"))],
     "nfc": [user(text("cafe\u0301 Ångstro\u0308m"))],
+    # over 131072 characters: encoded from an exact prefix in both (runtime/text_prefix.py); drops are a lower bound
+    "long_text_prefix": [user(text("The quick brown fox, 1984. " * 12_000)), user(text("and 世界 " * 30_000))],
     # OpenAI chat content (docs/openai.md): image_url data URLs, ignored fields
     "openai_image_url": {"model": "qwen-vl", "temperature": 0.2, "stream": True, "max_tokens": 64,
                          "messages": [user(image_url(data_url(DATA / "rocket.jpg", "image/jpeg")), text("What?"))]},
@@ -170,6 +172,7 @@ BAD = {
     "type_nested_60": [user({"type": nested(60), "text": "x"})],
     "prompt_nested_60": {"messages": [user(text("a"))], "add_generation_prompt": nested(60)},
     "prompt_str": {"messages": [user(text("a"))], "add_generation_prompt": "yes"},
+    "text_no_exact_cut": [user(text("hi")), user(text("b" * 3_000_000))],
     "many_unknown_keys": [{"role": "user", "content": "hi", **{f"k{i:02d}" + "x" * 70: i for i in range(15)}}],
 }
 
