@@ -168,7 +168,18 @@ TEST(RequestJson, ParsesAndRefuses) {
   };
   EXPECT_EQ(error("[]"), "request 4: the request has no messages");
   EXPECT_EQ(error(R"({"messages": [], "x": 1})"),
-            "request 4: unknown request keys ['x']; allowed: ['add_generation_prompt', 'messages']");
+            "request 4: unknown request keys ['x']; allowed: ['add_generation_prompt', 'messages'] and the OpenAI "
+            "fields that cannot change the output (docs/openai.md)");
+  // OpenAI shapes (runtime/openai_fields.json, compiled in): ignored fields, image_url data URLs, refusals.
+  const Request o = request_from_json(
+      R"({"model": "m", "stream": true, "messages": [{"role": "user", "content": [
+          {"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8="}},
+          {"type": "image_url", "image_url": "DATA:image/jpeg;name=x;BASE64,aGVsbG8"}]}]})");
+  EXPECT_EQ(o.messages[0].items[0].image.bytes, std::vector<uint8_t>({'h', 'e', 'l', 'l', 'o'}));
+  EXPECT_EQ(o.messages[0].items[1].image.bytes, o.messages[0].items[0].image.bytes);
+  EXPECT_EQ(error(R"({"messages": [], "n": 2})").rfind("request 4: 'n' is refused: ", 0), 0u);
+  EXPECT_EQ(error(R"([{"role": "user", "content": [{"type": "image_url", "image_url": "https://x/y.png"}]}])")
+                .rfind("request 4: message 0, item 0: remote https: URLs are not fetched here", 0), 0u);
   EXPECT_EQ(error(R"([{"role": "user", "content": [{"type": "text", "text": 3}]}])"),
             "request 4: message 0, item 0: text must be a str, got int");
   EXPECT_NE(error("[{").find("not valid JSON"), std::string::npos);
