@@ -248,11 +248,23 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--images", type=int, default=24, help="distinct images of the replica workload")
+    p.add_argument("--parts", default="throughput,replicas", help="which parts to run (comma-separated)")
     p.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="Triton client for the throughput runs")
     a = p.parse_args(argv)
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     base = photos()
+    parts = set(a.parts.split(","))
+    result = {"protocol": a.protocol, "note": "medians over rounds; the machine is shared with other jobs"}
+    if "throughput" in parts:
+        result.update(_throughput_part(a, out, base))
+    if "replicas" in parts:
+        result.update(_replicas_part(a, out, base))
+    (out / "bench_triton.json").write_text(json.dumps(result, indent=1))
+    print(f"wrote {out / 'bench_triton.json'}")
+
+
+def _throughput_part(a, out, base) -> dict:
     print("[bench-triton] Triton vs Starlette (cache off, real photos)", flush=True)
     rows = throughput(a.bundle, out, a.rounds, [int(c) for c in a.concurrency.split(",")], base, a.protocol)
     summary = []
@@ -262,19 +274,19 @@ def main(argv=None) -> None:
         errs = sum(r["errors"] for r in rows if r["concurrency"] == c)
         summary.append({"concurrency": c, **{f"{s}_{k}": v for s in med for k, v in med[s].items()},
                         "ratio": med["triton"]["rps"] / med["starlette"]["rps"], "errors": errs})
-    print("[bench-triton] two replicas, one Redis", flush=True)
-    shared = replicas(a.bundle, out, base, a.images, kill_redis=False)
-    killed = replicas(a.bundle, out, base, a.images, kill_redis=True)
-    inside = runtime_replicas(a.bundle, base, a.images)
-    result = {"throughput_rounds": rows, "throughput": summary, "replicas": shared, "redis_killed": killed,
-              "runtime_replicas": inside,
-              "protocol": a.protocol, "note": "medians over rounds; the machine is shared with other jobs"}
-    (out / "bench_triton.json").write_text(json.dumps(result, indent=1))
     print("\nconcurrency | triton req/s p50/p99 ms | starlette req/s p50/p99 ms | triton/starlette")
     for s in summary:
         print(f"{s['concurrency']:11d} | {s['triton_rps']:6.1f} {s['triton_p50_ms']:6.0f}/{s['triton_p99_ms']:<6.0f} | "
               f"{s['starlette_rps']:6.1f} {s['starlette_p50_ms']:6.0f}/{s['starlette_p99_ms']:<6.0f} | "
               f"{s['ratio']:.2f}x")
+    return {"throughput_rounds": rows, "throughput": summary}
+
+
+def _replicas_part(a, out, base) -> dict:
+    print("[bench-triton] two replicas, one Redis", flush=True)
+    shared = replicas(a.bundle, out, base, a.images, kill_redis=False)
+    killed = replicas(a.bundle, out, base, a.images, kill_redis=True)
+    inside = runtime_replicas(a.bundle, base, a.images)
     print(f"replicas: cross-replica hit rate {shared['cross_replica_hit_rate']:.2f}, p50 miss "
           f"{shared['p50_ms']['miss']:.1f} ms, cross-replica hit {shared['p50_ms']['cross_hit']:.1f} ms "
           f"({shared['hit_speedup']:.1f}x), local hit {shared['p50_ms']['local_hit']:.1f} ms")
@@ -283,7 +295,7 @@ def main(argv=None) -> None:
           f"{inside['cross_replica_hit_rate']:.2f}")
     print(f"Redis killed after {killed['redis_killed_at']} of {killed['images']} images: "
           f"{killed['errors']} failed of {killed['requests']} requests")
-    print(f"wrote {out / 'bench_triton.json'}")
+    return {"replicas": shared, "redis_killed": killed, "runtime_replicas": inside}
 
 
 if __name__ == "__main__":
