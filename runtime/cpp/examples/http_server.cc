@@ -17,8 +17,8 @@
 // Errors are JSON {"error": reason, "index": 0}: 400 bad JSON or request, 404 no
 // such route, 405 another method (Allow: POST), 406 an Accept we cannot answer,
 // 408 a request not received within --request-timeout-s, 413 a body over
-// --max-body-mb, 415 a Content-Type other than application/json (or any
-// Content-Encoding), 431 a head over 16 KiB, 503 queue or connections full
+// --max-body-mb, 415 a Content-Type other than application/json (none is taken
+// as JSON), 431 a head over 16 KiB, 503 queue or connections full
 // (Retry-After: 1). GET /healthz returns cache, backend and batcher counters.
 // docs/runtime.md ("Server") has the rules; --port 0 picks a free port; the
 // first stdout line says which.
@@ -37,6 +37,7 @@
 
 #include "http_front.h"
 #include "json_guard.h"
+#include "py_show.h"
 #include "vlfront/vlfront.hpp"
 
 namespace {
@@ -211,27 +212,28 @@ std::optional<HttpResponse> check_head(const HttpRequest& r) {
   const char* allow = path == "/v1/embed" ? "POST" : path == "/healthz" ? "GET" : nullptr;
   if (!allow) return error_response(404, "no such route; the routes are POST /v1/embed and GET /healthz");
   if (r.method != allow) {
-    HttpResponse res = error_response(405, "method " + r.method + " is not allowed on " + path + "; use " + allow);
+    HttpResponse res = error_response(405, "method " + r.method + " is not allowed on " + path + " (allowed: " + allow + ")");
     res.headers.emplace_back("Allow", allow);
     return res;
   }
   if (path != "/v1/embed") return std::nullopt;
-  const std::string encoding = lower(r.header("content-encoding"));
-  if (!encoding.empty() && encoding != "identity")
-    return error_response(415, "the body must not be compressed (Content-Encoding); send the JSON as it is");
-  const std::string type = lower(r.header("content-type"));
-  const std::string media = type.substr(0, type.find(';'));
-  const std::string params = type.find(';') == std::string::npos ? "" : type.substr(type.find(';') + 1);
-  std::string trimmed = media;
-  trimmed.erase(0, trimmed.find_first_not_of(" \t"));
-  trimmed.erase(trimmed.find_last_not_of(" \t") + 1);
-  const bool utf8 = params.find("charset") == std::string::npos || params.find("utf-8") != std::string::npos;
-  if (trimmed != "application/json" || !utf8)
-    return error_response(415, "the body must be JSON sent with Content-Type: application/json (UTF-8)");
   try {
     negotiate(r.header("accept"));
   } catch (const Refused& e) {
     return error_response(e.status, e.message);
+  }
+  // A missing Content-Type is taken as JSON; parameters (charset) are not looked at: the
+  // body must be UTF-8 whatever it says. A compressed body fails as JSON (not UTF-8).
+  if (r.has_header("content-type")) {
+    const std::string type = r.header("content-type");
+    std::string media = lower(type.substr(0, type.find(';')));
+    media.erase(0, media.find_first_not_of(" \t"));
+    media.erase(media.find_last_not_of(" \t") + 1);
+    if (media != "application/json") {
+      const std::string shown = type.size() <= 60 ? vlfront::impl::py_repr(type)
+                                                  : vlfront::impl::py_repr(type.substr(0, 60)) + "...";
+      return error_response(415, "Content-Type " + shown + " is not supported; send the body as application/json");
+    }
   }
   return std::nullopt;
 }
