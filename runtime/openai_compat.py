@@ -44,19 +44,18 @@ def request_fields(request: dict, own_keys: set[str], index) -> None:
     Raises:
         RequestError: the first refused field (sorted), else the unknown keys.
     """
-    keys = sorted(map(str, request))
-    for key in keys:
+    for key in _str_keys(request):
         if key in REFUSED_REQUEST_FIELDS:
             raise RequestError(f"'{key}' is refused: {REFUSED_REQUEST_FIELDS[key]} (docs/openai.md)", index)
-    extra = [k for k in keys if k not in own_keys and k not in IGNORED_REQUEST_FIELDS]
+    extra = [k for k in request if not (isinstance(k, str) and (k in own_keys or k in IGNORED_REQUEST_FIELDS))]
     if extra:
-        raise RequestError(f"unknown request keys {extra}; allowed: {sorted(own_keys)} and the OpenAI "
+        raise RequestError(f"unknown request keys {_keys(extra)}; allowed: {sorted(own_keys)} and the OpenAI "
                            "fields that cannot change the output (docs/openai.md)", index)
 
 
 def message_keys(message: dict, where: str, index) -> None:
     """Refuse OpenAI message keys that the template cannot render (name, tool_calls, ...)."""
-    for key in sorted(map(str, message)):
+    for key in _str_keys(message):
         if key in REFUSED_MESSAGE_KEYS:
             raise RequestError(f"{where}: '{key}' is refused: {REFUSED_MESSAGE_KEYS[key]}", index)
 
@@ -80,12 +79,11 @@ def image_url_bytes(value, where: str, index) -> bytes:
 def image_url_string(value, where: str, index) -> str:
     """The URL string of an `image_url` value, its shape checked (not its scheme)."""
     if isinstance(value, dict):
-        for key in sorted(map(str, value)):
+        for key in _str_keys(value):
             if key in REFUSED_IMAGE_URL_KEYS:
                 raise RequestError(f"{where}: '{key}' is refused: {REFUSED_IMAGE_URL_KEYS[key]}", index)
         if set(value) != {"url"}:
-            raise RequestError(f"{where}: image_url needs exactly the key ['url'], got {sorted(map(str, value))}",
-                               index)
+            raise RequestError(f"{where}: image_url needs exactly the key ['url'], got {_keys(value)}", index)
         value = value["url"]
         if not isinstance(value, str):
             raise RequestError(f"{where}: the image_url's url must be a str, got {type(value).__name__}", index)
@@ -93,6 +91,18 @@ def image_url_string(value, where: str, index) -> str:
         raise RequestError(f"{where}: image_url must be a dict {{'url': ...}} or a str, got {type(value).__name__}",
                            index)
     return value
+
+
+def _str_keys(d) -> list[str]:
+    """The str keys of `d`, sorted (the table's keys are all str; others are never looked at)."""
+    return sorted(k for k in d if isinstance(k, str))
+
+
+def _keys(keys) -> str:
+    """Keys for a message, bounded as the processor shows them (at most 10, each shortened)."""
+    from vlfront.runtime.processor import _keys as show  # late: the processor imports this module
+
+    return show(keys)
 
 
 def url_scheme(url: str) -> str:

@@ -105,3 +105,16 @@ def test_fuzzed_request_fields_agree(runtimes):
         if not isinstance(body.get("messages"), list):
             body["messages"] = [{"role": "user", "content": "hi"}]
         same(outcome_py(py, body), outcome_cpp(cpp, body))
+
+
+def test_many_long_unknown_keys_are_shown_bounded_alike(runtimes):
+    py, cpp = runtimes
+    body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {
+        **{f"k{i:03d}" + "x" * 5000: i for i in range(50)}}}]}]}
+    a, b = outcome_py(py, body), outcome_cpp(cpp, body)
+    same(a, b)
+    assert a[0] == "error" and len(a[1]) < 1200 and a[1].endswith("and 40 more")
+    body = {"messages": [{"role": "user", "content": "hi"}], **{"é" * 100 + str(i): 1 for i in range(30)}}
+    a, b = outcome_py(py, body), outcome_cpp(cpp, body)
+    same(a, b)
+    assert a[1].startswith("unknown request keys ['" + "é" * 60 + "'") and "and 20 more" in a[1]

@@ -6,6 +6,7 @@
 #include "base64.h"
 #include "error.h"
 #include "openai_fields.h"
+#include "py_show.h"
 
 namespace vlfront::impl::openai {
 
@@ -83,7 +84,7 @@ void check_request_fields(const json& request, const std::vector<std::string>& o
     std::vector<std::string> allowed = own;
     std::sort(allowed.begin(), allowed.end());
     throw request_error(VLF_ERR_REQUEST, index,
-                        "unknown request keys " + py_list(extra) + "; allowed: " + py_list(allowed) +
+                        "unknown request keys " + py_keys(extra) + "; allowed: " + py_list(allowed) +
                             " and the OpenAI fields that cannot change the output (docs/openai.md)");
   }
 }
@@ -106,7 +107,7 @@ std::vector<uint8_t> image_url_bytes(const json& value, const std::string& where
   if (value.is_object()) {
     refuse_listed(value, table()["image_url"]["refused"], where + ": ", index);
     if (value.size() != 1 || !value.contains("url"))
-      throw fail("image_url needs exactly the key ['url'], got " + py_list(sorted_keys(value)));
+      throw fail("image_url needs exactly the key ['url'], got " + py_keys(sorted_keys(value)));
     if (!value["url"].is_string()) throw fail("the image_url's url must be a str, got " + py_type(value["url"]));
     url = value["url"].get<std::string>();
   } else if (value.is_string()) {
