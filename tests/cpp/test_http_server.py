@@ -1,4 +1,4 @@
-"""The C++ HTTP server example (cpp-httplib + the batcher) on 127.0.0.1 with concurrent clients."""
+"""The C++ HTTP server example (its HTTP front + the batcher) on 127.0.0.1 with concurrent clients."""
 
 from __future__ import annotations
 

@@ -11,7 +11,6 @@ packages=(
   libssl-dev              # sha256 of bundle files and cache keys (libcrypto)
   nlohmann-json3-dev      # manifest, tokenizer.json and request JSON
   libgtest-dev            # unit tests (ctest)
-  libcpp-httplib-dev      # HTTP server example
 )
 missing=()
 for p in "${packages[@]}"; do
