@@ -151,3 +151,17 @@ def test_unexpected_patch_embed_structure_is_refused(tiny_bundle):
     model = graphs.load_inline(tiny_bundle / "fusion.onnx")
     with pytest.raises(CalibrationError, match="expected one Conv"):
         graphs.prepare_patch_embed(model, CFG)
+
+
+def test_check_qdq_refuses_weights_outside_the_7_bit_range(tmp_path, prepared, photos):
+    out = tmp_path / "pe.int8.onnx"
+    quantize.quantize_patch_embed(prepared, photos[0], out)
+    model = onnx.load(str(out))
+    for init in model.graph.initializer:
+        if init.name == "patch_proj.weight_quantized":
+            w = numpy_helper.to_array(init).copy()
+            assert np.abs(w.astype(int)).max() == quantize.WEIGHT_QMAX  # per-channel scales use the whole range
+            w[0, 0] = 100
+            init.CopyFrom(numpy_helper.from_array(w, init.name))
+    with pytest.raises(CalibrationError, match=r"weights reach 100, outside \[-64, 64\].*without VNNI"):
+        quantize.check_qdq(model)
