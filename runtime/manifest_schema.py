@@ -179,3 +179,46 @@ def _io(specs, want: dict, dims: dict, at: str, bad) -> None:
             shown = [g if is_int(g) else g[:20] if isinstance(g, str) else json_kind(g) for g in got] \
                 if isinstance(got, list) and len(got) <= 8 else json_kind(got)
             raise bad(f"{at}: {t['name']} has shape {shown}, the config makes it {expect}")
+
+
+_ORT_DTYPES = {"tensor(uint8)": "uint8", "tensor(int64)": "int64", "tensor(float)": "float32",
+               "tensor(float16)": "float16"}
+
+
+def check_graph_io(name: str, precision: str, entry: dict, inputs, outputs, where: str) -> None:
+    """The graph file's own inputs/outputs (name, element type, static dims) against its manifest entry.
+
+    `inputs`/`outputs` are (name, dtype, shape) triples read from the loaded graph (dtype as in
+    DTYPES, shape dims int or None for symbolic). A manifest that was edited to another config than
+    the graphs were exported with fails here, naming the tensor.
+
+    Raises:
+        BundleError: a name, dtype or static dimension that differs.
+    """
+    for side, actual in (("inputs", inputs), ("outputs", outputs)):
+        declared = {t["name"]: t for t in entry[side]}
+        got = {n: (d, s) for n, d, s in actual}
+        if sorted(got) != sorted(declared):
+            raise BundleError(f"{where}: graph {name} ({precision}) has {side} {sorted(got)}, the manifest lists "
+                              f"{sorted(declared)}; rebuild the bundle")
+        for tname, (dtype, shape) in got.items():
+            want = declared[tname]
+            fixed = [d if is_int(d) else None for d in want["shape"]]
+            same_rank = len(shape) == len(fixed)
+            if dtype != want["dtype"] or not same_rank or any(
+                    g is not None and w is not None and g != w for g, w in zip(shape, fixed)):
+                raise BundleError(f"{where}: graph {name} ({precision}) {side[:-1]} {tname} is {dtype} {_dims(shape)}, "
+                                  f"the manifest says {want['dtype']} {_dims(fixed)}; the manifest does not describe "
+                                  "this graph (rebuild the bundle)")
+
+
+def _dims(shape) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def ort_io(session) -> tuple[list, list]:
+    """(inputs, outputs) of an onnxruntime.InferenceSession as check_graph_io takes them."""
+    def triples(args):
+        return [(a.name, _ORT_DTYPES.get(a.type, a.type), [d if isinstance(d, int) else None for d in a.shape])
+                for a in args]
+    return triples(session.get_inputs()), triples(session.get_outputs())

@@ -23,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from vlfront.errors import BundleError
+from vlfront.runtime import manifest_schema
 from vlfront.runtime.backends.base import GRAPHS, Runner
 
 
@@ -62,6 +63,8 @@ class OnnxRuntimeRunner(Runner):
                 self.sessions[graph] = ort.InferenceSession(os.fspath(path), opts, providers=providers)
             except Exception as e:  # ORT raises its own untyped errors
                 raise BundleError(f"{path}: ONNX Runtime cannot load graph {graph}: {e}; rebuild the bundle") from None
+            manifest_schema.check_graph_io(graph, self.precision, self.io[graph], *manifest_schema.ort_io(
+                self.sessions[graph]), str(self.bundle.root))  # the graph is what the manifest says
         self.output_names = {g: [o["name"] for o in self.io[g]["outputs"]] for g in GRAPHS}
 
     def _infer_impl(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

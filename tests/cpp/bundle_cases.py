@@ -80,8 +80,21 @@ SCHEMA_TAMPER = {
 SCHEMA_SUFFIX = "; rebuild the bundle with `vlfront export`"
 UNSUFFIXED = {"deep_json"}
 
-# Rule 5, checked when the graph is opened: a needle (the root differs from the manifest path).
+def _all_hidden(m, d: int) -> None:
+    """A consistent manifest for hidden_size d, whose graphs were exported for another."""
+    m["config"]["hidden_size"] = d
+    for variants in m["graphs"].values():
+        for entry in variants.values():
+            for t in entry.get("inputs", []) + entry.get("outputs", []):
+                if t["name"] in ("visual_tokens", "inputs_embeds"):
+                    t["shape"][-1] = d
+
+
+# Checked when the graph is opened: a needle (the root differs from the manifest path).
 EXTERNAL_TAMPER = {
+    "manifest_not_the_graph": (lambda r: edit_manifest(r, lambda m: _all_hidden(m, 128)),
+                               "graph patch_embed (fp32) output visual_tokens is float32 [?, 196, 64], the manifest "
+                               "says float32 [?, 196, 128]; the manifest does not describe this graph"),
     "unlisted_external_data": (_unlisted_external_data,
                                "keeps its data in 'unlisted.bin', a file the manifest does not list"),
 }
