@@ -120,13 +120,17 @@ class SharedCache:
     def _pack(self, name: bytes, tokens: np.ndarray, pixels: np.ndarray) -> bytes:
         payload = (np.ascontiguousarray(tokens, dtype="<f4").tobytes()
                    + np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
-        return MAGIC + hashlib.sha256(name + payload).digest() + payload
+        digest = hashlib.sha256(name)
+        digest.update(payload)
+        return MAGIC + digest.digest() + payload
 
     def _unpack(self, name: bytes, value: bytes):
         head = len(MAGIC) + _DIGEST
-        payload = value[head:]
+        payload = memoryview(value)[head:]  # no copies of the ~0.75 MB value before it checks
+        digest = hashlib.sha256(name)
+        digest.update(payload)
         if (len(value) != head + self._size or not value.startswith(MAGIC)
-                or hashlib.sha256(name + payload).digest() != value[len(MAGIC):head]):
+                or digest.digest() != value[len(MAGIC):head]):
             with self._lock:
                 self.corrupt += 1
             self._warn(f"shared cache: a value of {len(value)} bytes under {name.decode()} does not check "

@@ -14,13 +14,25 @@ ENV=$2
 HERE=$(dirname "$0")
 PIP="-q --disable-pip-version-check"
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "[setup] installing redis-server (apt-get)"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) ||
-      echo "[setup] WARNING: apt-get could not install redis-server; the shared-cache tests will skip"
+# Debian packages: redis-server; the libpython the stub links and the venv module of that Python.
+VER=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+MISSING=""
+command -v redis-server >/dev/null 2>&1 || MISSING="redis-server"
+if command -v dpkg >/dev/null 2>&1; then
+  for pkg in "libpython$VER" "python$VER-venv"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || MISSING="$MISSING $pkg"
+  done
+fi
+if [ -n "$MISSING" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing$MISSING (apt-get)"
+    apt-get update -qq >/dev/null 2>&1
+    for pkg in $MISSING; do  # one by one: a package this distribution lacks must not block the others
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null 2>&1 ||
+        echo "[setup] WARNING: apt-get could not install $pkg; the Triton/shared-cache tests may skip"
+    done
   else
-    echo "[setup] WARNING: redis-server is missing and we are not root: apt-get install redis-server"
+    echo "[setup] WARNING: missing$MISSING and not root with apt-get; the Triton/shared-cache tests may skip"
   fi
 fi
 
@@ -31,7 +43,6 @@ fi
 if [ ! -x "$ENV/bin/python3" ]; then
   # The stub links the system's libpython3.X: build the env from that same Python (its stdlib, its ssl),
   # else stdlib and libpython differ (e.g. pyenv 3.11.7 vs Debian 3.11.2) and modules like ssl fail in the stub.
-  VER=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
   BASE=/usr/bin/python$VER
   [ -x "$BASE" ] || BASE=$("$PY" -c 'import sys; print(sys._base_executable)')
   "$BASE" -m venv "$ENV"
