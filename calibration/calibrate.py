@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 
 from vlfront.calibration import data as cdata
-from vlfront.calibration import gate, graphs, quantize, report
+from vlfront.calibration import gate, graphs, quantize, report, tables16
 from vlfront.calibration.manifest import write_listed, write_manifest
 from vlfront.errors import CalibrationError
 from vlfront.runtime import probe
@@ -40,9 +40,11 @@ FUSION_INT8 = ("not quantized: the fusion graph is gathers and adds, with no mat
                "up. Measured on the default preset (docs/calibration.md): int8 tables pass the gate but ONNX "
                "Runtime CPU dequantizes the whole token table on every call (about 10x slower than fp32) and "
                "the file adds a second, int8 copy of the tables (120 MB). The int8 precision serves fusion.onnx.")
-FP16 = ("every float initializer, constant and Cast to float in FP16 (values beyond +-65504 clamped); inputs "
-        "and outputs keep their fp32 names and dtypes (Cast at the edges); patch_embed from the "
-        "quantization-ready rewrite, fusion from fusion.onnx")
+FP16 = ("patch_embed (from the quantization-ready rewrite): every float initializer, constant and Cast to float "
+        "in FP16 (values beyond +-65504 clamped), Cast at the edges; fusion (from fusion.onnx): the embedding "
+        "tables stored in FP16, gathered rows cast to float32, arithmetic in float32 (calibration/tables16.py: "
+        "ONNX Runtime CPU otherwise casts the whole token table on every call); inputs and outputs keep their "
+        "fp32 names and dtypes")
 
 
 class _Printer:
@@ -137,8 +139,12 @@ def _calibrate(root, bundle, manifest, fp32, cset, calib_px, held_px, method, th
         for graph in GRAPHS:
             path = root / FILES[(graph, "fp16")]
             written.append(path)
-            model = prepared if graph == "patch_embed" else graphs.load_inline(root / fp32[graph]["file"])
-            graphs.save(graphs.to_float16(model, f"vlfront {graph} stage, FP16"), path)
+            if graph == "patch_embed":
+                half = graphs.to_float16(prepared, "vlfront patch_embed stage, FP16")
+            else:
+                half = tables16.tables_to_float16(graphs.load_inline(root / fp32[graph]["file"]),
+                                                  "vlfront fusion stage, FP16 tables")
+            graphs.save(half, path)
     entries = _variant_entries(root, fp32)
     candidate = {**manifest, "graphs": {g: {**manifest["graphs"][g], **entries[g]} for g in GRAPHS},
                  "files": {**manifest["files"], **{rel: {"sha256": sha256_file(root / rel),
