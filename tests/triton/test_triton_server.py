@@ -150,3 +150,21 @@ def test_ready_live_and_metrics_count_requests(server):
     assert metric("nv_inference_request_failure") == stats["fail"]
     assert metric("nv_inference_count") == stats["inference_count"]
     assert metric("nv_inference_exec_count") == stats["execution_count"]
+
+
+def test_a_tampered_bundle_is_refused_at_model_load(tiny_bundle, tmp_path):
+    import shutil
+
+    from vlfront.runtime.triton import ServiceError
+
+    triton_or_skip()
+    bundle = tmp_path / "tampered"
+    shutil.copytree(tiny_bundle, bundle)
+    weights = bundle / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    repo = write_repository(bundle, tmp_path / "repo")
+    with pytest.raises(ServiceError, match="weights.safetensors") as info:
+        TritonServer(repo, ready_timeout_s=60).start()
+    assert "sha256" in str(info.value) and "failed to load 'vlfront'" in str(info.value)
