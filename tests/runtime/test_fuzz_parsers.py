@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -22,7 +23,8 @@ from vlfront.errors import ImageError, TokenizerError
 from vlfront.runtime.images import ImageLimits, ImageSource
 from vlfront.runtime.tokenizer import BYTE_TO_UNICODE, Tokenizer
 
-SETTINGS = settings(max_examples=150, deadline=None, database=None,
+# VLFRONT_FUZZ_EXAMPLES=5000 make test: a longer run
+SETTINGS = settings(max_examples=int(os.environ.get("VLFRONT_FUZZ_EXAMPLES", "150")), deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 

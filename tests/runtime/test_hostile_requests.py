@@ -7,6 +7,7 @@ A property test feeds the processor random JSON-shaped requests: only RequestErr
 
 from __future__ import annotations
 
+import os
 import json
 
 import numpy as np
@@ -133,7 +134,7 @@ _request = st.one_of(st.lists(_message, max_size=3),
                                            optional={"add_generation_prompt": _json, "stream": _json}), _json)
 
 
-@settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("VLFRONT_FUZZ_EXAMPLES", "400")), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_request)
 def test_processor_raises_only_request_errors(processor, request):
     try:

@@ -7,6 +7,7 @@ test mutates a real manifest at random: Bundle.open raises nothing but BundleErr
 
 from __future__ import annotations
 
+import os
 import copy
 import json
 import shutil
@@ -135,7 +136,7 @@ def _paths(node, prefix=()):
             yield from _paths(v, prefix + (i,))
 
 
-@settings(max_examples=250, deadline=None, database=None,
+@settings(max_examples=int(os.environ.get("VLFRONT_FUZZ_EXAMPLES", "250")), deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_manifest_raises_only_bundle_errors(bundle_dir, manifest, data):

@@ -7,6 +7,7 @@ the prefix encoder must equal truncating the full encoding, on texts made to def
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -73,7 +74,7 @@ def test_prefix_equals_truncated_full_encoding(qwen_tokenizer, name, limit):
         assert ids == full[:limit] and len(full) > limit
 
 
-@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("VLFRONT_FUZZ_EXAMPLES", "300")), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(TRICKY), min_size=1, max_size=60))
 def test_cuts_are_exact_on_random_texts(qwen_tokenizer, parts):
     import unicodedata
