@@ -198,7 +198,7 @@ class Runtime:
                 self.cache.put(k, tokens, px)
                 del todo[k]
         t0 = time.perf_counter()
-        decoded = dict(zip(todo, self._pool.map(_decode, todo.values())))
+        decoded = dict(zip(todo, _decode_all(self._pool, list(todo.values()))))
         failed = {k: v for k, v in decoded.items() if isinstance(v, Exception)}
         for i, lay in layouts.items():
             bad = next((failed[s.key] for s in lay.images if s.key in failed), None)
@@ -265,6 +265,15 @@ def _decode(src):
         return e
     except Exception as e:  # a decoder bug must fail this image only, never the batch
         return RequestError(f"image could not be decoded: {type(e).__name__}: {e}")
+
+
+def _decode_all(pool: ThreadPoolExecutor, sources: list) -> list:
+    """Decode on the pool and on the calling thread: one image never waits for a pool thread's wake-up
+    (0.3 MP batch 1 on busy cores: 24.8 ms through the pool vs 13.6 ms for the reference; docs/images.md)."""
+    if not sources:
+        return []
+    rest = [pool.submit(_decode, src) for src in sources[1:]]
+    return [_decode(sources[0])] + [f.result() for f in rest]
 
 
 __all__ = ["Runtime", "EmbedOutput"]
