@@ -100,6 +100,7 @@ class Deviation:
     cosine_min: float  # per visual token, through the bundle's patch_embed
     cosine_mean: float
     photos: int
+    jpeg_psnr_db: float  # for scale: exact(JPEG q90) against exact(lossless PNG of the same pixels)
 
     def row(self) -> dict:
         return dict(self.__dict__)
@@ -121,11 +122,12 @@ def deviation(runner, mp: float, kind: str = "upscaled", size: int = 224, photos
     """Decode each photo at `mp` exact and fast; compare pixels and the visual tokens of `runner`."""
     from vlfront.runtime.images import ImageSource
 
-    exact, fast = [], []
+    exact, fast, lossless = [], [], []
     for k, photo in enumerate(photos):
         data = camera_photo(mp, "JPEG", photo, seed=k, kind=kind)
         exact.append(ImageSource(data, size).decode())
         fast.append(ImageSource(data, size, decode="fast").decode())
+        lossless.append(ImageSource(camera_photo(mp, "PNG", photo, seed=k, kind=kind), size).decode())
     ex, fa = np.stack(exact), np.stack(fast)
     vt = lambda px: runner.infer("patch_embed", {"pixel_values": px})["visual_tokens"]  # noqa: E731
     cos = token_cosines(vt(ex), vt(fa))
@@ -133,4 +135,4 @@ def deviation(runner, mp: float, kind: str = "upscaled", size: int = 224, photos
     w, h = size_of(mp)
     scale = next(s for s in (8, 4, 2, 1) if min(w // (2 * size), h // (2 * size)) >= s or s == 1)
     return Deviation(mp, kind, w, h, scale, int(diff.max()), float(diff.mean()), psnr(ex, fa),
-                     float(cos.min()), float(cos.mean()), len(photos))
+                     float(cos.min()), float(cos.mean()), len(photos), psnr(np.stack(lossless), ex))
