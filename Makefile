@@ -8,7 +8,7 @@ RANKS  := $(CACHE)/qwen.tiktoken
 TRITON_ENV   := build/triton-env
 TRITON_STAMP := $(TRITON_ENV)/.installed
 
-.PHONY: setup export test bench bench-triton cpp cpp-test cpp-asan gpu-setup gpu-check calibrate engines clean
+.PHONY: setup export test bench bench-triton cpp cpp-test cpp-asan cpp-fuzz gpu-setup gpu-check calibrate engines clean
 
 setup: $(STAMP) $(RANKS) $(TRITON_STAMP)
 
@@ -39,6 +39,7 @@ test: setup
 	-@$(MAKE) --no-print-directory cpp  # first, so tests/cpp can drive it; a failure here fails cpp-test below
 	$(BIN)/python -m pytest -q -ra
 	@$(MAKE) --no-print-directory cpp-test
+	@$(MAKE) --no-print-directory cpp-fuzz
 
 # Also camera-size photos (0.3-12 MP JPEG, a 3 MP PNG), exact and fast decoding, Python and C++ (docs/images.md).
 bench: setup
@@ -97,6 +98,20 @@ cpp-asan: cpp
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir $(CPP_BUILD)-asan --output-on-failure -j2
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" ASAN_OPTIONS=detect_leaks=0 \
 	  VLFRONT_CPP_BUILD=$(CPP_BUILD)-asan $(BIN)/python -m pytest -q tests/cpp/test_image_parity.py tests/cpp/test_runtime_parity.py
+
+# libFuzzer targets (runtime/cpp/fuzz) under ASan + UBSan, built with Debian's clang in their own
+# tree, each run CPP_FUZZ_SECONDS from seeds made here (6 targets: under 60 s in all); a finding fails.
+CPP_FUZZ_SECONDS ?= 8
+cpp-fuzz: $(STAMP)
+	@runtime/cpp/scripts/install_deps.sh
+	@runtime/cpp/fuzz/install_clang.sh
+	@runtime/cpp/scripts/fetch_ort_headers.sh $(CPP_DEPS)/ort
+	@CC=clang CXX=clang++ $(CPP_CONFIGURE) -B $(CPP_BUILD)-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DVLFRONT_SANITIZE=address,undefined -DVLFRONT_BUILD_FUZZERS=ON -DVLFRONT_BUILD_TESTS=OFF \
+	  -DVLFRONT_BUILD_EXAMPLES=OFF > $(CPP_DEPS)/configure-fuzz.log || { cat $(CPP_DEPS)/configure-fuzz.log; exit 1; }
+	cmake --build $(CPP_BUILD)-fuzz -j2 --target vlfront-fuzzers
+	$(BIN)/python runtime/cpp/fuzz/make_seeds.py $(CPP_BUILD)-fuzz/fuzz-seeds
+	runtime/cpp/fuzz/run.sh $(CPP_BUILD)-fuzz $(CPP_BUILD)-fuzz/fuzz-seeds $(CPP_FUZZ_SECONDS)
 
 clean:
 	rm -rf build

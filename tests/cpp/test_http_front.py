@@ -104,6 +104,8 @@ def closed(s: socket.socket, within: float) -> bool:
      "the body is not valid UTF-8: byte 0xc3 at offset 39", None),
     (post(b'{"messages":' + b"[" * 65 + b"]" * 65 + b"}"), 400, "nests arrays/objects deeper than 64 levels", None),
     (post(b'{"messages": [}'), 400, "the body is not valid JSON: ", None),
+    (post(b'{"messages": [{"role": "user", "content": "hi", "x": 8e61084}]}'), 400,  # fuzz finding: was a 500
+     "the body is not valid JSON: a number is out of range", None),
     (b"POST /v1/embed HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n", 400,
      "both Content-Length and Transfer-Encoding", None),
     (b"POST /v1/embed HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501, "other than 'chunked'", None),

@@ -192,6 +192,10 @@ size_t RequestParser::feed(const char* data, size_t n) {
     const size_t left = n - used;
     switch (state_) {
       case State::kHead: {
+        if (head_.empty() && (*p == '\r' || *p == '\n')) {  // empty lines before a request (RFC 9112 2.2)
+          ++used;
+          continue;
+        }
         started_ = true;
         const size_t take = std::min(left, limits_.max_head + 1 - head_.size());
         head_.append(p, take);

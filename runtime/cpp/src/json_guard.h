@@ -116,6 +116,9 @@ inline nlohmann::json parse(const std::string& text, const std::string& subject)
     // e.byte counts from 1 and points past the byte that failed.
     const size_t at = e.byte > 0 ? e.byte - 1 : 0;
     throw Refused(subject + " is not valid JSON: " + describe(e) + " at offset " + std::to_string(at), at);
+  } catch (const nlohmann::json::exception&) {
+    // out_of_range 406: a number beyond double (1e99999); its what() quotes the number.
+    throw Refused(subject + " is not valid JSON: a number is out of range", std::string::npos);
   }
 }
 

@@ -147,9 +147,12 @@ class Answer:
     note: str = ""
 
 
-def good(port: int, body: dict) -> Answer:
+def good(port: int, body: dict, timeout: float = 60) -> Answer:
     t0 = time.perf_counter()
-    status, headers, data = request(port, "POST", "/v1/embed", json.dumps(body).encode(), JSON)
+    try:
+        status, headers, data = request(port, "POST", "/v1/embed", json.dumps(body).encode(), JSON, timeout)
+    except (TimeoutError, socket.timeout):
+        return Answer("good", None, time.perf_counter() - t0, note=f"no answer within {timeout} s")
     return Answer("good", status, time.perf_counter() - t0, data, headers)
 
 
@@ -320,7 +323,7 @@ def slow_clients(server: Server, n: int = 12, goods: int = 5) -> dict:
     before = [good(server.port, b).seconds for b in bodies]
     stall = Stalled(server.port, n)
     time.sleep(1.0)
-    during = [good(server.port, b) for b in bodies]
+    during = [good(server.port, b, timeout=15) for b in bodies]
     stall.stop()
     return {"server": server.name, "alone_s": before, "with_stalled_s": [a.seconds for a in during],
             "statuses": [a.status for a in during]}
