@@ -8,7 +8,7 @@ RANKS  := $(CACHE)/qwen.tiktoken
 TRITON_ENV   := build/triton-env
 TRITON_STAMP := $(TRITON_ENV)/.installed
 
-.PHONY: setup export test bench bench-triton cpp cpp-test cpp-asan cpp-fuzz gpu-setup gpu-check calibrate engines clean
+.PHONY: setup export test bench bench-triton cpp cpp-test cpp-asan cpp-fuzz bench-hostile gpu-setup gpu-check calibrate engines clean
 
 setup: $(STAMP) $(RANKS) $(TRITON_STAMP)
 
@@ -98,6 +98,11 @@ cpp-asan: cpp
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir $(CPP_BUILD)-asan --output-on-failure -j2
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" ASAN_OPTIONS=detect_leaks=0 \
 	  VLFRONT_CPP_BUILD=$(CPP_BUILD)-asan $(BIN)/python -m pytest -q tests/cpp/test_image_parity.py tests/cpp/test_runtime_parity.py
+
+# Both example servers under a mixed hostile load: good-request p50/p99 clean vs mixed, RSS (docs/runtime.md).
+bench-hostile: setup cpp
+	$(BIN)/python runtime/cpp/tools/hostile_load.py --bundle build/default \
+	  --cpp-server $(CPP_BUILD)/examples/vlfront-http-server --out build/bench-hostile.json
 
 # libFuzzer targets (runtime/cpp/fuzz) under ASan + UBSan, built with Debian's clang in their own
 # tree, each run CPP_FUZZ_SECONDS from seeds made here (6 targets: under 60 s in all); a finding fails.
