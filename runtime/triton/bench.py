@@ -3,8 +3,8 @@
     python -m vlfront.runtime.triton.bench --bundle build/default --out build/bench-triton
 
 1. Throughput and latency at concurrency 1, 8, 32 of one Triton server (python backend, one
-   instance; tritonclient gRPC, or --protocol http) and of examples/server.py (http.client), on the same bundle, same max batch (8) and batching delay
-   (5 ms). Rounds alternate between the two servers so that load from other processes hits both
+   instance; tritonclient gRPC, or --protocol http) and of examples/server.py (http.client), on
+   the same bundle, same max batch (8) and batching delay (5 ms). Rounds alternate between the two servers so that load from other processes hits both
    alike. Real photos (scikit-image), cache off: every request carries a photo whose bytes are new
    (a counter appended after the JPEG end marker, which decoders ignore), so no cache can hit.
 2. Two Triton replicas, one Redis, repeated images round-robin: each image is asked of replica A,

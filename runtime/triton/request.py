@@ -52,7 +52,8 @@ def _image_item(item, m: int, i: int):
     if not isinstance(item, dict) or "image_base64" not in item:
         return item  # text items (and anything else) are checked by the runtime's processor
     where = f"message {m}, item {i}"
-    if item.get("type") != "image" or set(item) != {"type", "image_base64"} or not isinstance(item["image_base64"], str):
+    if (item.get("type") != "image" or set(item) != {"type", "image_base64"}
+            or not isinstance(item["image_base64"], str)):
         raise RequestError(f"{where}: an image item is exactly {{\"type\": \"image\", \"image_base64\": \"<base64 of "
                            f"the encoded file>\"}}, got keys {sorted(map(str, item))}")
     try:

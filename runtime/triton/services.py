@@ -119,9 +119,10 @@ class TritonServer:
         cmd = [str(paths["binary"]), f"--model-repository={self.repository}", f"--backend-directory={backends}",
                "--http-address=127.0.0.1", f"--http-port={self.http_port}",
                "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
-               f"--metrics-port={self.metrics_port}", "--allow-metrics=true", "--allow-gpu-metrics=false",
-               "--allow-cpu-metrics=false", "--exit-on-error=true", "--strict-readiness=true",
-               f"--cache-directory={self._tmp}", *self._extra_args]
+               "--metrics-address=127.0.0.1", f"--metrics-port={self.metrics_port}", "--allow-metrics=true",
+               "--allow-gpu-metrics=false", "--allow-cpu-metrics=false",
+               "--exit-on-error=true", "--strict-readiness=true",
+               *self._extra_args]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self._wait_ready()

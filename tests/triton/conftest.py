@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import os
-
-import numpy as np
 import pytest
 
 from vlfront.runtime.triton import services
@@ -20,7 +16,7 @@ def _redis_or_skip():
 
 @pytest.fixture
 def redis_server():
-    """A fresh redis-server (maxmemory 64 MB, allkeys-lru) per test; stopped afterwards."""
+    """A fresh redis-server (maxmemory 256 MB, allkeys-lru, no persistence) per test; stopped afterwards."""
     server = _redis_or_skip().start()
     yield server
     server.stop()
@@ -31,16 +27,6 @@ def module_redis():
     server = _redis_or_skip().start()
     yield server
     server.stop()
-
-
-def triton_or_skip() -> None:
-    try:
-        services.triton_install()
-    except services.ServiceError as e:
-        pytest.skip(str(e))
-    env = services.stub_env()
-    if not (env / "bin" / "python3").exists():
-        pytest.skip(f"no python-backend stub env at {env}: run `make setup`")
 
 
 @pytest.fixture(scope="session")

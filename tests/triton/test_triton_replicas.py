@@ -7,9 +7,7 @@ import concurrent.futures as cf
 import numpy as np
 import pytest
 
-from conftest import triton_or_skip
-from test_triton_server import assert_same, expect, infer
-from triton_helpers import chat, random_png
+from triton_helpers import assert_same, chat, expect, infer, random_png, triton_or_skip
 from vlfront.runtime import Runtime
 from vlfront.runtime.triton import RepositoryOptions, TritonServer, encode_request, write_repository
 

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import re
+import time
 import urllib.request
 
 import numpy as np
 import pytest
 
-from conftest import triton_or_skip
-from triton_helpers import chat, random_png
+from triton_helpers import OUTPUTS, assert_same, chat, expect, infer, random_png, triton_or_skip
 from vlfront.runtime import Runtime
 from vlfront.runtime.triton import RepositoryOptions, TritonServer, encode_request, write_repository
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient comes with `make setup`")
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient comes with `make setup`")
 from tritonclient.utils import InferenceServerException  # noqa: E402
-
-OUTPUTS = ("inputs_embeds", "input_ids", "attention_mask", "image_attention_mask", "dropped_tokens")
-
 
 @pytest.fixture(scope="module")
 def server(tiny_bundle, tmp_path_factory):
@@ -38,36 +35,24 @@ def reference(tiny_bundle):
     rt.close()
 
 
-def infer(server, request: bytes, protocol: str):
-    client_mod = httpclient if protocol == "http" else grpcclient
-    client = client_mod.InferenceServerClient(server.http_url if protocol == "http" else server.grpc_url)
-    inp = client_mod.InferInput("request", [1, 1], "BYTES")
-    inp.set_data_from_numpy(np.array([[request]], dtype=object))
-    try:
-        result = client.infer("vlfront", [inp], outputs=[client_mod.InferRequestedOutput(n) for n in OUTPUTS])
-    finally:
-        client.close()  # open connections would hold the server's shutdown for its exit timeout
-    return {n: result.as_numpy(n) for n in OUTPUTS}
-
-
-def expect(reference, messages) -> dict:
-    out = reference.embed([messages])
-    return {"inputs_embeds": out.inputs_embeds, "input_ids": out.input_ids, "attention_mask": out.attention_mask,
-            "image_attention_mask": out.image_attention_mask,
-            "dropped_tokens": np.array([out.dropped_tokens], np.int64)}
-
-
-def assert_same(got: dict, want: dict) -> None:
-    for n in OUTPUTS:
-        assert got[n].dtype == want[n].dtype and np.array_equal(got[n], want[n]), n
-
-
 def model_stats(server) -> dict:
     client = httpclient.InferenceServerClient(server.http_url)
     s = client.get_inference_statistics("vlfront")["model_stats"][0]
     client.close()
     return {"inference_count": int(s["inference_count"]), "execution_count": int(s["execution_count"]),
-            "success": int(s["inference_stats"]["success"]["count"]), "fail": int(s["inference_stats"]["fail"]["count"])}
+            "success": int(s["inference_stats"]["success"]["count"]),
+            "fail": int(s["inference_stats"]["fail"]["count"])}
+
+
+def stats_after(server, before: dict, requests: int, timeout_s: float = 10.0) -> dict:
+    """Statistics once `requests` more inferences are counted (Triton counts a request when it is released,
+    which can be just after its client has the response)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        after = model_stats(server)
+        if after["inference_count"] - before["inference_count"] >= requests or time.monotonic() > deadline:
+            return after
+        time.sleep(0.05)
 
 
 def test_concurrent_http_and_grpc_match_runtime_embed_bitwise(server, reference, photo_bytes):
@@ -82,7 +67,7 @@ def test_concurrent_http_and_grpc_match_runtime_embed_bitwise(server, reference,
         results = [f.result() for f in futures]
     for messages, got in zip(chats, results):
         assert_same(got, expect(reference, messages))
-    after = model_stats(server)
+    after = stats_after(server, before, len(chats))
     inferences = after["inference_count"] - before["inference_count"]
     executions = after["execution_count"] - before["execution_count"]
     assert inferences == len(chats)
@@ -97,7 +82,8 @@ def test_concurrent_http_and_grpc_match_runtime_embed_bitwise(server, reference,
     (encode_request(chat(b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "broken")), "image"),
     (b'{"messages": [{"role": "user", "content": [{"type": "image", "image": "/etc/passwd"}]}]}',
      "file paths are not accepted"),
-    (b'{"messages": [{"role": "user", "content": "caf\xe9"}]}', "the request is not valid UTF-8: byte 0xe9 at offset 46"),
+    (b'{"messages": [{"role": "user", "content": "caf\xe9"}]}',
+     "the request is not valid UTF-8: byte 0xe9 at offset 46"),
     (b"[" * 100_000, "the request nests arrays/objects deeper than 64 levels"),
 ])
 def test_a_bad_request_fails_alone_with_our_message(server, reference, bad, reason):
@@ -111,7 +97,7 @@ def test_a_bad_request_fails_alone_with_our_message(server, reference, bad, reas
             bad_future.result()
     for messages, got in zip(good, results):
         assert_same(got, expect(reference, messages))
-    after = model_stats(server)
+    after = stats_after(server, before, 6)
     # Triton 2.51 counts a python-backend response that carries an error as a success (observed here).
     assert after["inference_count"] - before["inference_count"] == 6
     client = httpclient.InferenceServerClient(server.http_url)
@@ -138,18 +124,25 @@ def test_ready_live_and_metrics_count_requests(server):
     assert grpc.is_server_live() and grpc.is_server_ready() and grpc.is_model_ready("vlfront")
     http.close()
     grpc.close()
-    stats = model_stats(server)
-    metrics = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+    infer(server, encode_request(chat(random_png(77), "counted")), "http")
 
-    def metric(name: str) -> int:
+    def metric(metrics: str, name: str) -> int:
         m = re.search(rf'^{name}\{{[^}}]*model="vlfront"[^}}]*\}} (\S+)$', metrics, re.M)
         assert m, f"{name} missing from {server.metrics_url}"
         return int(float(m.group(1)))
 
-    assert metric("nv_inference_request_success") == stats["success"] > 0
-    assert metric("nv_inference_request_failure") == stats["fail"]
-    assert metric("nv_inference_count") == stats["inference_count"]
-    assert metric("nv_inference_exec_count") == stats["execution_count"]
+    names = {"nv_inference_request_success": "success", "nv_inference_request_failure": "fail",
+             "nv_inference_count": "inference_count", "nv_inference_exec_count": "execution_count"}
+    deadline = time.monotonic() + 10
+    while True:  # both are counted when a request is released, which can trail its response a little
+        stats = model_stats(server)
+        metrics = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+        got = {key: metric(metrics, name) for name, key in names.items()}
+        if got == {key: stats[key] for key in names.values()} or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert got == {key: stats[key] for key in names.values()}
+    assert got["success"] > 0 and got["inference_count"] >= got["execution_count"] > 0
 
 
 def test_a_tampered_bundle_is_refused_at_model_load(tiny_bundle, tmp_path):
