@@ -68,3 +68,18 @@ def test_brackets_inside_strings_do_not_count(cpp_lib):
     body = b'[{"role": "user", "content": "' + b"[{" * 1000 + b'"}]'
     json_guard.loads(body, "the request")
     assert cpp_message(cpp_lib, body) is None
+
+
+def test_deep_tokenizer_json_refused_by_both(cpp_tokenize_bin, tmp_path):
+    """A fuzz finding: a 100,000-deep value in tokenizer.json overflowed the C++ stack (dump in a message)."""
+    import subprocess
+
+    from vlfront.errors import TokenizerError
+    from vlfront.runtime.tokenizer import read_tokenizer_json
+
+    path = tmp_path / "tokenizer.json"
+    path.write_text('{"model": {"type": "BPE", "vocab": {"a": ' + "[" * 100_000 + "]" * 100_000 + '}, "merges": []}}')
+    with pytest.raises(TokenizerError, match="JSON nested too deeply; not a tokenizer.json"):
+        read_tokenizer_json(path)
+    run = subprocess.run([str(cpp_tokenize_bin), str(path)], input=b'"hi"\n', capture_output=True, timeout=60)
+    assert run.returncode == 1 and b"JSON nested too deeply; not a tokenizer.json" in run.stderr, run

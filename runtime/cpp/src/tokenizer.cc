@@ -12,6 +12,7 @@
 
 #include "base64.h"
 #include "error.h"
+#include "json_guard.h"
 #include "unicode.h"
 
 namespace vlfront::impl {
@@ -214,7 +215,11 @@ Tokenizer::~Tokenizer() = default;
 std::unique_ptr<Tokenizer> Tokenizer::from_tokenizer_json(const std::string& path) {
   nlohmann::json doc;
   try {
-    doc = nlohmann::json::parse(read_file(path));
+    const std::string text = read_file(path);
+    // Nothing below may recurse into a hostile value (dump() in messages): depth first.
+    if (json_guard::depth_error_offset(text.data(), text.size()) != std::string::npos)
+      throw tok_error(path, "JSON nested too deeply; not a tokenizer.json");
+    doc = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     throw tok_error(path, std::string("is not valid JSON: ") + e.what());
   }
