@@ -215,6 +215,11 @@ def verify(bundle, runner, precision: str) -> dict[str, dict]:
     if not calibration.get("probe") or not isinstance(thresholds, dict):
         raise BundleError(f"{bundle.root}: the {precision} variant has no acceptance probe (calibration.probe): "
                           f"re-calibrate with `vlfront calibrate --bundle {bundle.root}`, or load with verify=False")
+    for key in ("mean_cosine", "min_cosine"):
+        value = thresholds.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= value <= 1.0:
+            raise BundleError(f"{bundle.root}: manifest calibration.thresholds.{key} is {value!r}, not a cosine in "
+                              "[-1, 1]; re-calibrate the bundle")
     figs = measure(bundle, runner)
     problems = [f"{key.replace('/', ' ')} {what}" for key, fig in figs.items() for what in failures(fig, thresholds)]
     if problems:

@@ -121,6 +121,15 @@ def test_a_tampered_or_missing_probe_is_refused(copy):
         assert rt.runner.precision == "fp32"
 
 
+@pytest.mark.parametrize("value", ["0.99", None, 1.5, 2, True])
+def test_a_malformed_gate_is_a_bundle_error(copy, value):
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["calibration"]["thresholds"]["min_cosine"] = value
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="calibration.thresholds.min_cosine is .*not a cosine in"):
+        Runtime.load(copy, backend="onnxruntime", precision="int8")
+
+
 def test_the_probe_checks_shapes_against_the_config(copy):
     from safetensors.numpy import load_file, save_file
 
