@@ -213,3 +213,33 @@ def test_fuzzed_urls_only_ever_raise_fetch_error():
         url = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
         with pytest.raises(FetchError):
             f.fetch(url)
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """HTTPS on 127.0.0.1 with a self-signed certificate for that address (made by the openssl CLI)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("the openssl command is not installed (it makes the test certificate)")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "key.pem"),
+                    "-out", str(d / "cert.pem"), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(d / "cert.pem", d / "key.pem")
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{srv.server_address[1]}", str(d / "cert.pem")
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_https_verifies_the_certificate(tls_server):
+    url, cert = tls_server
+    with pytest.raises(FetchError, match=r"cannot connect to 127.0.0.1 \(SSLCertVerificationError\)"):
+        fetcher(allow_http=False).fetch(f"{url}/ok.png")
+    assert fetcher(allow_http=False, ca_file=cert).fetch(f"{url}/same-host") == PNG
