@@ -108,7 +108,11 @@ def main(out: str) -> None:
         onnx.append(helper.make_model(graph).SerializeToString())
     except ImportError:
         pass
-    seeds = {"request_json": requests(pics), "manifest": [manifest()], "tokenizer_json": [tokenizer_json()],
+    deep = b"[" * 5000 + b"]" * 5000  # near and past the depth limit: where recursion used to bite
+    edge = [b'[{"role": ' + b"[" * n + b"]" * n + b', "content": "hi"}]' for n in (62, 63)]
+    seeds = {"request_json": requests(pics) + edge + [deep],
+             "manifest": [manifest(), manifest().replace(b'"seed": 0', b'"seed": ' + deep)],
+             "tokenizer_json": [tokenizer_json(), b'{"model": {"type": "BPE", "vocab": {"a": ' + deep + b'}}}'],
              "image": pics, "onnx_external_data": onnx, "http_request": http()}
     for target, items in seeds.items():
         d = root / target
