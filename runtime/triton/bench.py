@@ -183,12 +183,13 @@ def throughput(bundle, out: pathlib.Path, rounds: int, concurrencies, base, prot
     return rows
 
 
-def replicas(bundle, out: pathlib.Path, base, images: int, kill_redis: bool) -> dict:
+def replicas(bundle, out: pathlib.Path, base, images: int, kill_redis: bool, output_dtype: str = "float32") -> dict:
     import redis
 
     with RedisServer(maxmemory="512mb") as rs:
         repo = write_repository(bundle, out / "repo-replicas",
-                                RepositoryOptions(max_batch=8, max_queue_delay_us=0, cache=rs.url), force=True)
+                                RepositoryOptions(max_batch=8, max_queue_delay_us=0, cache=rs.url,
+                                                  output_dtype=output_dtype), force=True)
         with TritonServer(repo) as a, TritonServer(repo) as b:
             ca, cb = TritonGrpcClient(a.grpc_url), TritonGrpcClient(b.grpc_url)
             tag = int(time.time())
@@ -211,7 +212,7 @@ def replicas(bundle, out: pathlib.Path, base, images: int, kill_redis: bool) -> 
                         errors += 1
             hits = None if kill_redis else int(r.info("stats")["keyspace_hits"]) - hits0
     med = {k: statistics.median(v) if v else None for k, v in lat.items()}
-    res = {"images": images, "requests": 4 * images, "errors": errors, "redis_killed_at": images // 2 if kill_redis
+    res = {"images": images, "requests": 4 * images, "output_dtype": output_dtype, "errors": errors, "redis_killed_at": images // 2 if kill_redis
            else None, "p50_ms": med}
     if not kill_redis:
         res["cross_replica_hit_rate"] = hits / images
@@ -248,6 +249,8 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--images", type=int, default=24, help="distinct images of the replica workload")
+    p.add_argument("--replica-output-dtype", default="float32", choices=["float32", "float16"],
+                   help="inputs_embeds type of the replica repositories (float16 halves what Triton moves)")
     p.add_argument("--parts", default="throughput,replicas", help="which parts to run (comma-separated)")
     p.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="Triton client for the throughput runs")
     a = p.parse_args(argv)
@@ -284,8 +287,8 @@ def _throughput_part(a, out, base) -> dict:
 
 def _replicas_part(a, out, base) -> dict:
     print("[bench-triton] two replicas, one Redis", flush=True)
-    shared = replicas(a.bundle, out, base, a.images, kill_redis=False)
-    killed = replicas(a.bundle, out, base, a.images, kill_redis=True)
+    shared = replicas(a.bundle, out, base, a.images, kill_redis=False, output_dtype=a.replica_output_dtype)
+    killed = replicas(a.bundle, out, base, a.images, kill_redis=True, output_dtype=a.replica_output_dtype)
     inside = runtime_replicas(a.bundle, base, a.images)
     print(f"replicas: cross-replica hit rate {shared['cross_replica_hit_rate']:.2f}, p50 miss "
           f"{shared['p50_ms']['miss']:.1f} ms, cross-replica hit {shared['p50_ms']['cross_hit']:.1f} ms "
