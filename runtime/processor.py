@@ -54,6 +54,7 @@ from vlfront.config import (
 from vlfront.errors import ConfigError, RequestError, TokenizerError
 from vlfront.runtime import openai_compat
 from vlfront.runtime.images import DECODE_MODES, ImageLimits, ImageSource, image_value_error
+from vlfront.runtime.text_prefix import FULL_CHARS
 
 ROLES = ("system", "user", "assistant")
 TRUNCATION_POLICIES = ("truncate", "error")
@@ -149,15 +150,16 @@ class Processor:
                     run.append(value)
                     continue
                 if run:
-                    segments.append(("text", self._encode_run("".join(run), index, m)))
+                    segments.append(("text", ("".join(run), m)))  # encoded below, once the budget is known
                     run = []
                 segments.append(("image", (value, f"image {n_images} (message {m}, item {i})")))
                 n_images += 1
             if run:
-                segments.append(("text", self._encode_run("".join(run), index, m)))
+                segments.append(("text", ("".join(run), m)))
             segments.append(("ids", [IM_END_ID] + self._newline_ids))
         if add_prompt:
             segments.append(("ids", [IM_START_ID] + self._role_ids["assistant"]))
+        self._encode_runs(segments, n_images, index)
         dropped = self._fit(segments, n_images, index)
         # Images are read only once the request is known to fit.
         size, limits = self.config.image_size, self.image_limits
@@ -259,24 +261,44 @@ class Processor:
                                  f"0..{NUM_ORDINARY_TOKENS - 1} (special tokens are never encoded from text)")
         return ids
 
-    def _encode_run(self, text: str, index, m) -> list[int]:
-        """A text run's ids, only as many as can be kept: a `_Run` whose `more` says ids were left out."""
+    def _encode_runs(self, segments, n_images: int, index) -> None:
+        """Encode the text runs in place, only as far as they can be kept (docs/runtime.md).
+
+        The first FULL_CHARS characters of a request's text are encoded in full (exact counts);
+        a later run is encoded from an exact prefix (`encode_prefix`) while kept tokens are still
+        missing, and not at all once they are all there: it then counts as one token. A run not
+        encoded in full is a `_Run` with `more`; the request's count is then a lower bound.
+        """
+        cfg = self.config
+        fixed = sum(len(v) for kind, v in segments if kind == "ids") + n_images * len(self._image_ids)
+        left = max(0, min(cfg.max_text_tokens, cfg.max_seq_len - fixed))  # kept tokens still to find
+        full_left = FULL_CHARS
         encode_prefix = getattr(self.tokenizer, "encode_prefix", None)
-        if encode_prefix is None:
-            return _Run(self._encode(text))
-        try:
-            ids, complete = encode_prefix(text, self.config.max_text_tokens)
-        except TokenizerError as e:
-            raise RequestError(f"message {m}: {e}", index) from None
-        run = _Run(self._check_ids(ids))
-        run.more = not complete
-        return run
+        for k, (kind, value) in enumerate(segments):
+            if kind != "text":
+                continue
+            text, m = value
+            if encode_prefix is None or len(text) <= full_left:
+                run = _Run(self._encode(text))
+                full_left -= len(text) if encode_prefix is not None else 0
+            elif left == 0:
+                run = _Run()
+                run.more = True  # non-empty, so at least one token; all of it is dropped
+            else:
+                try:
+                    ids, complete = encode_prefix(text, left, full_chars=0)
+                except TokenizerError as e:
+                    raise RequestError(f"message {m}: {e}", index) from None
+                run = _Run(self._check_ids(ids))
+                run.more = not complete
+            left = max(0, left - len(run))
+            segments[k] = ("text", run)
 
     def _fit(self, segments, n_images: int, index) -> int:
         """Apply the limits in place; return how many text tokens were dropped.
 
-        A run that was not encoded in full (`more`) has more than max_text_tokens tokens; it
-        counts as max_text_tokens + 1, so the count (and dropped_tokens) is then a lower bound.
+        A run that was not encoded in full (`more`) counts one token more than it holds: the
+        count (and dropped_tokens) is then a lower bound.
         """
         cfg = self.config
         runs = [ids for kind, ids in segments if kind == "text"]

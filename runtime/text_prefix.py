@@ -100,8 +100,8 @@ def encode_prefix(encode, text: str, limit: int, *, full_chars: int = FULL_CHARS
                 break  # the rest is shorter than a gap: encode it all
             raise NoCutError(
                 f"text of {n} characters has no place to cut it exactly in characters {target}..{target + max_gap} "
-                f"(a word, number, whitespace or punctuation run over {max_gap} characters); a text over "
-                f"{full_chars} characters is tokenized only as far as its kept tokens: shorten it or split that run")
+                f"(a word, number, whitespace or punctuation run over {max_gap} characters), so its kept tokens "
+                "cannot be found without tokenizing all of it: shorten the text or split that run")
         ids = encode(text[:c])
         if len(ids) > limit:
             return ids[:limit], False

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from vlfront.config import NUM_ORDINARY_TOKENS, QWEN_PATTERN, SPECIAL_TOKENS, TOKENIZER_SIZE
 from vlfront.errors import TokenizerError
-from vlfront.runtime.text_prefix import NoCutError, encode_prefix
+from vlfront.runtime.text_prefix import FULL_CHARS, NoCutError, encode_prefix
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -336,7 +336,7 @@ class Tokenizer:
         except UnicodeEncodeError:  # a lone surrogate: found only when it happens, to keep the hot path lean
             raise self._surrogate_error(text) from None
 
-    def encode_prefix(self, text: str, limit: int) -> tuple[list[int], bool]:
+    def encode_prefix(self, text: str, limit: int, *, full_chars: int = FULL_CHARS) -> tuple[list[int], bool]:
         """The first tokens of `encode(text)`, bounded work for a long text (runtime/text_prefix.py).
 
         Returns:
@@ -351,7 +351,7 @@ class Tokenizer:
             normalized = self._normalize(text)
             if not self.prefix_exact:  # no proven cut: all of it (slow, exact)
                 return self._encode(normalized), True
-            return encode_prefix(self._encode, normalized, limit)
+            return encode_prefix(self._encode, normalized, limit, full_chars=full_chars)
         except UnicodeEncodeError:
             raise self._surrogate_error(text) from None
         except NoCutError as e:

@@ -70,6 +70,7 @@ REQUESTS = {
     "nfc": [user(text("cafe\u0301 Ångstro\u0308m"))],
     # over 131072 characters: encoded from an exact prefix in both (runtime/text_prefix.py); drops are a lower bound
     "long_text_prefix": [user(text("The quick brown fox, 1984. " * 12_000)), user(text("and 世界 " * 30_000))],
+    "many_long_runs": [user(text(f"Part {k}: " + "the quick brown fox jumps. " * 740)) for k in range(12)],
     # OpenAI chat content (docs/openai.md): image_url data URLs, ignored fields
     "openai_image_url": {"model": "qwen-vl", "temperature": 0.2, "stream": True, "max_tokens": 64,
                          "messages": [user(image_url(data_url(DATA / "rocket.jpg", "image/jpeg")), text("What?"))]},

@@ -153,3 +153,27 @@ def test_processor_names_the_message_of_an_uncuttable_text(qwen_tokenizer):
     p = Processor(qwen_tokenizer, preset("tiny"))
     with pytest.raises(RequestError, match=r"^request 3: message 1: text of 3000000 characters has no place"):
         p.layout([{"role": "user", "content": "hi"}, {"role": "user", "content": "b" * 3_000_000}], 3)
+
+
+def test_text_spread_over_many_runs_costs_what_can_be_kept(tokenizer_json, qwen_tokenizer):
+    """40 messages of 20,000 characters: the first FULL_CHARS in full, then only until max_text_tokens."""
+    tok = type(qwen_tokenizer).from_file(tokenizer_json)
+    encoded = []
+    inner = tok._encode
+    tok._encode = lambda t: encoded.append(len(t)) or inner(t)
+    cfg = preset("tiny")
+    request = [{"role": "user", "content": f"Part {k}: " + "the quick brown fox jumps. " * 740} for k in range(40)]
+    lay = Processor(tok, cfg).layout(request, 0)
+    ref = Processor(_FullOnly(qwen_tokenizer), cfg).layout(request, 0)
+    assert (lay.input_ids == ref.input_ids).all()
+    assert lay.dropped_tokens <= ref.dropped_tokens
+    total = sum(len(m["content"]) for m in request)
+    assert total > 5 * FULL_CHARS and sum(encoded) < FULL_CHARS + 40_000, (total, sum(encoded))
+
+
+def test_exact_counts_up_to_full_chars_per_request(qwen_tokenizer):
+    cfg = preset("tiny")
+    request = [{"role": "user", "content": "word " * 2000}, {"role": "user", "content": "more " * 2000}]
+    a = Processor(qwen_tokenizer, cfg).layout(request, 0)
+    b = Processor(_FullOnly(qwen_tokenizer), cfg).layout(request, 0)
+    assert (a.input_ids == b.input_ids).all() and a.dropped_tokens == b.dropped_tokens > 3000

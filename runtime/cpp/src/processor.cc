@@ -126,6 +126,8 @@ struct Segment {
   const ImageInput* image = nullptr;  // kImage
   std::string where;
   bool more = false;                  // kText: the run has more tokens than `ids` (not all encoded)
+  std::string text;                   // kText: the run, until it is encoded
+  size_t message = 0;                 // kText: its message, for errors
 };
 
 void read_image_file(ImageSource& src, const ImageLimits& limits) {
@@ -218,6 +220,43 @@ ImageSource make_source(const Segment& seg, long index, const ImageLimits& limit
 
 }  // namespace
 
+// Python's Processor._encode_runs: the first Tokenizer::kFullChars characters of a request's text
+// are encoded in full (exact counts); a later run from an exact prefix while kept tokens are still
+// missing, and not at all once they are all there (it then counts as one token, `more`).
+template <typename Fail>
+void encode_runs_impl(std::vector<Segment>& segs, int64_t image_tokens, const Tokenizer& tok, const ModelConfig& cfg,
+                      const Fail& fail) {
+  int64_t fixed = image_tokens;
+  for (const Segment& s : segs)
+    if (s.kind == Seg::kIds) fixed += static_cast<int64_t>(s.ids.size());
+  int64_t left = std::max<int64_t>(0, std::min(cfg.max_text_tokens, cfg.max_seq_len - fixed));
+  size_t full_left = Tokenizer::kFullChars;
+  for (Segment& s : segs) {
+    if (s.kind != Seg::kText) continue;
+    size_t n = 0;
+    for (unsigned char c : s.text) n += (c & 0xC0) != 0x80;
+    if (n <= full_left) {
+      tok.encode(s.text, s.ids);
+      full_left -= n;
+    } else if (left == 0) {
+      s.more = true;  // non-empty, so at least one token; all of it is dropped
+    } else {
+      try {
+        s.more = !tok.encode_prefix(s.text, static_cast<size_t>(left), s.ids, 0);
+      } catch (const Error& e) {
+        if (e.code() != VLF_ERR_REQUEST) throw;
+        throw fail("message " + num(static_cast<int64_t>(s.message)) + ": " + e.what());
+      }
+    }
+    for (int32_t id : s.ids)
+      if (id < 0 || id >= kNumOrdinaryTokens)
+        throw Error(VLF_ERR_TOKENIZER, "the tokenizer returned id " + num(id) + " for ordinary text; ids must be in 0.." +
+                                           num(kNumOrdinaryTokens - 1) + " (special tokens are never encoded from text)");
+    left = std::max<int64_t>(0, left - static_cast<int64_t>(s.ids.size()));
+    std::string().swap(s.text);
+  }
+}
+
 Layout Processor::layout(const Request& request, long index) const {
   auto fail = [&](const std::string& m) { return request_error(VLF_ERR_REQUEST, index, m); };
   if (request.messages.empty()) throw fail("the request has no messages");
@@ -225,21 +264,11 @@ Layout Processor::layout(const Request& request, long index) const {
   std::vector<Segment> segs;
   int64_t n_images = 0;
   size_t m_now = 0;
-  auto flush = [&](std::string& run, bool& have_run) {
+  auto flush = [&](std::string& run, bool& have_run) {  // encoded below, once the budget is known
     if (!have_run) return;
-    // Only what can be kept is encoded (Tokenizer::encode_prefix): a run with `more` counts as
-    // max_text_tokens + 1, as in Python's Processor._fit.
     Segment seg{Seg::kText, {}, nullptr, {}};
-    try {
-      seg.more = !tokenizer_.encode_prefix(run, static_cast<size_t>(config_.max_text_tokens), seg.ids);
-    } catch (const Error& e) {
-      if (e.code() != VLF_ERR_REQUEST) throw;
-      throw fail("message " + num(static_cast<int64_t>(m_now)) + ": " + e.what());
-    }
-    for (int32_t id : seg.ids)
-      if (id < 0 || id >= kNumOrdinaryTokens)
-        throw Error(VLF_ERR_TOKENIZER, "the tokenizer returned id " + num(id) + " for ordinary text; ids must be in 0.." +
-                                           num(kNumOrdinaryTokens - 1) + " (special tokens are never encoded from text)");
+    seg.text = std::move(run);
+    seg.message = m_now;
     segs.push_back(std::move(seg));
     run.clear();
     have_run = false;
@@ -287,6 +316,8 @@ Layout Processor::layout(const Request& request, long index) const {
     prompt.ids.insert(prompt.ids.end(), role_ids_[2].begin(), role_ids_[2].end());
     segs.push_back(std::move(prompt));
   }
+
+  encode_runs_impl(segs, n_images * per_image, tokenizer_, config_, fail);
 
   // Limits (SPEC §1.3): drop from the end of the last text run, then the one before.
   int64_t text = 0, fixed = n_images * per_image, n_more = 0;

@@ -433,8 +433,8 @@ bool Tokenizer::encode_prefix(std::string_view utf8, size_t limit, std::vector<i
                   "text of " + std::to_string(n) + " characters has no place to cut it exactly in characters " +
                       std::to_string(target) + ".." + std::to_string(target + max_gap) +
                       " (a word, number, whitespace or punctuation run over " + std::to_string(max_gap) +
-                      " characters); a text over " + std::to_string(full_chars) +
-                      " characters is tokenized only as far as its kept tokens: shorten it or split that run");
+                      " characters), so its kept tokens cannot be found without tokenizing all of it: shorten the "
+                      "text or split that run");
     }
     ids.clear();
     encode_normalized(text.substr(0, byte), ids);
