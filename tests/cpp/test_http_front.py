@@ -91,7 +91,8 @@ def closed(s: socket.socket, within: float) -> bool:
 @pytest.mark.parametrize("raw, status, needle, allow", [
     (b"GET /v1/embed HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method GET is not allowed on /v1/embed (allowed: POST)",
      "POST"),
-    (b"PUT /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 405, "(allowed: GET)", "GET"),
+    (b"PUT /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 405, "(allowed: GET, HEAD)", "GET, HEAD"),
+    (b"HEAD /v1/embed HTTP/1.1\r\nHost: x\r\n\r\n", 405, "(allowed: POST)", "POST"),
     (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404, "no such route", None),
     (post(content_type="text/plain"), 415,
      "Content-Type 'text/plain' is not supported; send the body as application/json", None),
@@ -123,6 +124,18 @@ def test_refusals(server, raw, status, needle, allow):
     assert headers["content-type"] == "application/json"
     if allow:
         assert headers["allow"] == allow
+
+
+def test_head_healthz_has_headers_only(server):
+    with connect(server) as s:
+        s.sendall(b"HEAD /healthz HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n")
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"}"):
+            chunk = s.recv(65536)
+            assert chunk
+            data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    assert b"Content-Length: " in head and rest.startswith(b"HTTP/1.1 200")  # no body after the HEAD answer
 
 
 def test_charset_utf8_accepted_and_keep_alive(server):

@@ -268,12 +268,12 @@ const char* reason_phrase(int status) {
 
 }  // namespace
 
-std::string format_response(const HttpResponse& res, bool close) {
+std::string format_response(const HttpResponse& res, bool close, bool head_only) {
   std::string out = "HTTP/1.1 " + std::to_string(res.status) + " " + reason_phrase(res.status) + "\r\n";
   out += "Content-Type: " + res.content_type + "\r\nContent-Length: " + std::to_string(res.body.size()) + "\r\n";
   for (const auto& [k, v] : res.headers) out += k + ": " + v + "\r\n";
   out += close ? "Connection: close\r\n\r\n" : "Connection: keep-alive\r\n\r\n";
-  return out + res.body;
+  return head_only ? out : out + res.body;
 }
 
 // ---- the poll loop --------------------------------------------------------------------------
@@ -291,6 +291,7 @@ struct Conn {
   std::string out;
   size_t out_off = 0;
   bool close_after = false;
+  bool head_only = false;  // the request in flight is a HEAD
   size_t drained = 0;  // bytes read and discarded after a closing answer
   Clock::time_point deadline;
   explicit Conn(ParseLimits limits) : parser(limits) {}
@@ -356,7 +357,8 @@ struct HttpFront::Impl {
 
   void respond(uint64_t id, Conn& c, const HttpResponse& res) {
     c.close_after = res.close || !c.parser.request().keep_alive || c.parser.state() == RequestParser::State::kError;
-    c.out = format_response(res, c.close_after);
+    c.out = format_response(res, c.close_after, c.head_only);
+    c.head_only = false;
     c.out_off = 0;
     c.phase = Conn::Phase::kWriting;
     c.deadline = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(opt.write_timeout_s * 1000));
@@ -438,6 +440,7 @@ struct HttpFront::Impl {
       if (c.parser.state() == S::kDone) {
         c.pending.assign(data + used, n - used);
         c.phase = Conn::Phase::kBusy;
+        c.head_only = c.parser.request().method == "HEAD";
         {
           std::lock_guard<std::mutex> lock(mu);
           jobs.push_back({id, std::move(c.parser.request())});

@@ -120,6 +120,7 @@ class HttpFront {
   Impl* impl_;
 };
 
-std::string format_response(const HttpResponse& res, bool close);
+// The bytes of an answer; head_only: the headers of it (an answer to HEAD).
+std::string format_response(const HttpResponse& res, bool close, bool head_only = false);
 
 }  // namespace vlfront_server

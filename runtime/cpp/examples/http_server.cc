@@ -209,9 +209,9 @@ std::string path_of(const HttpRequest& r) { return r.target.substr(0, r.target.f
 // Python's examples/server.py answers the same (docs/runtime.md, "Server").
 std::optional<HttpResponse> check_head(const HttpRequest& r) {
   const std::string path = path_of(r);
-  const char* allow = path == "/v1/embed" ? "POST" : path == "/healthz" ? "GET" : nullptr;
+  const char* allow = path == "/v1/embed" ? "POST" : path == "/healthz" ? "GET, HEAD" : nullptr;
   if (!allow) return error_response(404, "no such route; the routes are POST /v1/embed and GET /healthz");
-  if (r.method != allow) {
+  if (path == "/v1/embed" ? r.method != "POST" : r.method != "GET" && r.method != "HEAD") {
     HttpResponse res = error_response(405, "method " + r.method + " is not allowed on " + path + " (allowed: " + allow + ")");
     res.headers.emplace_back("Allow", allow);
     return res;
