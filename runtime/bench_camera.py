@@ -139,7 +139,7 @@ def _baseline(bundle: str):
 
 
 def child_camera(bundle: str, precision: str, iterations: int, sizes: list[float], modes: list[str],
-                 png_mp: float = 3) -> list[dict]:
+                 png_mp: float = 3, batches: tuple[int, ...] = (1, 8)) -> list[dict]:
     from vlfront.runtime import Runtime
     from vlfront.runtime.bench import _request, prompt_64
 
@@ -164,7 +164,7 @@ def child_camera(bundle: str, precision: str, iterations: int, sizes: list[float
         sides = {k: v for k, v in sides.items() if not k.startswith("cpp-")}
     rows = []
     for name, data in workloads(sizes, png_mp):
-        for batch in (1, 8):
+        for batch in batches:
             images = bp.distinct(data, batch)
             lat = {s: [] for s in sides}
             st = {s: [] for s in sides}
@@ -254,7 +254,7 @@ def summary(rows: list[dict]) -> list[dict]:
     by = {(r["photo"], r["batch"], r["side"]): r for r in rows}
     out = []
     for photo in dict.fromkeys(r["photo"] for r in rows):
-        for batch in (1, 8):
+        for batch in dict.fromkeys(r["batch"] for r in rows if r["photo"] == photo):
             g = lambda side, k="p50_ms": by.get((photo, batch, side), {}).get(k, float("nan"))  # noqa: E731
             ref = g("reference")
             out.append({
