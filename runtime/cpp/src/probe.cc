@@ -220,12 +220,16 @@ void verify_probe(Bundle& bundle, Runner& runner, const std::string& precision) 
                                 ? manifest["calibration"] : empty;
   const bool has_probe = calibration.contains("probe") && calibration["probe"].is_object() &&
                          !calibration["probe"].empty();
-  const bool has_gate = calibration.contains("thresholds") && calibration["thresholds"].is_object() &&
-                        calibration["thresholds"].value("mean_cosine", json()).is_number() &&
-                        calibration["thresholds"].value("min_cosine", json()).is_number();
+  const bool has_gate = calibration.contains("thresholds") && calibration["thresholds"].is_object();
   if (!has_probe || !has_gate)
     throw bundle_error(root + ": the " + precision + " variant has no acceptance probe (calibration.probe): " +
                        "re-calibrate with `vlfront calibrate --bundle " + root + "`, or load with verify=False");
+  for (const char* key : {"mean_cosine", "min_cosine"}) {
+    const json v = calibration["thresholds"].value(key, json());
+    if (!v.is_number() || !(v.get<double>() >= -1.0 && v.get<double>() <= 1.0))
+      throw bundle_error(root + ": manifest calibration.thresholds." + key + " is " + v.dump() +
+                         ", not a cosine in [-1, 1]; re-calibrate the bundle");
+  }
   const double mean_gate = calibration["thresholds"]["mean_cosine"].get<double>();
   const double min_gate = calibration["thresholds"]["min_cosine"].get<double>();
   const json& spec = calibration["probe"];
