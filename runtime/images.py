@@ -264,7 +264,7 @@ class ImageSource:
             formats = [f for f in formats if f.upper() in Image.OPEN]
         with Image.open(io.BytesIO(self._data), formats=formats) as im:
             self._check_dims(*im.size)
-            if self._fast and im.format == "JPEG":
+            if self._fast and im.format in ("JPEG", "MPO"):  # MPO: phone photos, JPEG + more frames
                 im.draft(None, (2 * self._size, 2 * self._size))  # DCT scaling only; Pillow keeps ISLOW
             # exif_transpose in place and convert only when not RGB: the reference's pixels
             # without its copies. `im` is ours (opened here), so changing it in place is safe.

@@ -37,6 +37,9 @@ def variants() -> dict[str, bytes]:
     out["progressive"] = encode(base, quality=85, progressive=True)
     for sub in (0, 1):  # 4:4:4, 4:2:2 (4:2:0 is the default above)
         out[f"subsampling_{sub}"] = encode(base, subsampling=sub, quality=90)
+    mpo = io.BytesIO()
+    base.save(mpo, "MPO", save_all=True, append_images=[base.resize((640, 480))])  # phone cameras' format
+    out["mpo"] = mpo.getvalue()
     out["odd_1999x1001"] = encode(base.resize((1999, 1001)), quality=90)  # ceil(w / s) edges
     out["scale_8_3600x3600"] = encode(base.resize((3600, 3600)), quality=80)
     return out
@@ -62,7 +65,7 @@ def test_fast_matches_python(runtimes):
         assert (diff <= 1).mean() >= 0.999, f"{name}: max diff {diff.max()}"
         exact_diff = np.abs(got_exact.astype(np.int16) - want_exact)
         assert (diff != 0).sum() <= (exact_diff != 0).sum(), f"{name}: fast disagrees more than exact"
-        if name.startswith(("camera", "tiled", "orientation", "odd", "scale")):
+        if name.startswith(("camera", "tiled", "orientation", "odd", "scale", "mpo")):
             assert not np.array_equal(want_fast, want_exact), f"{name}: fast did not scale"
         equal += int(diff.max() == 0)
     print(f"\n[cpp fast decode] {equal}/{len(variants())} variants bit-exact with Python's fast path")

@@ -57,6 +57,17 @@ def test_fast_is_pillow_draft_then_spec_resize(photo_3mp):
     assert ImageSource(oriented(photo_3mp, 6), decode="fast").decode().shape == (224, 224, 3)
 
 
+def test_fast_scales_mpo_phone_photos_too(photo_3mp):
+    im = Image.open(io.BytesIO(photo_3mp)).convert("RGB")
+    buf = io.BytesIO()
+    im.save(buf, "MPO", save_all=True, append_images=[im.resize((640, 480))])  # as phones write them
+    data = buf.getvalue()
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    fast = ImageSource(data, decode="fast").decode()
+    np.testing.assert_array_equal(fast, draft_reference(data))
+    assert not np.array_equal(fast, ImageSource(data).decode())  # scaled, not decoded at full size
+
+
 def test_fast_scale_keeps_both_sides_at_least_twice_the_target():
     for w, h, scale in ((895, 2000, 1), (896, 900, 2), (1791, 1792, 2), (1792, 1792, 4), (4032, 3024, 4),
                         (7200, 3584, 8)):
