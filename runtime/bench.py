@@ -189,7 +189,7 @@ def run_bench(bundle: str, out_dir: str, precisions: tuple[str, ...] = ("fp32",)
     _print_table(rows)
     _save(rows, pathlib.Path(out_dir))
     if photos:
-        run_camera(bundle, out_dir, photos, decode, max(5, iterations // 4))
+        run_camera(bundle, out_dir, photos, decode, max(5, iterations // 6))
     return rows
 
 
