@@ -85,3 +85,17 @@ def test_onnxruntime_computes_the_exact_integer_products(calibrated_bundle, held
     # float32 rounding of the scale products and of the normalization (a rare activation one step off)
     rel = np.linalg.norm(got - want) / np.linalg.norm(want)
     assert rel <= 1e-4, rel
+
+
+def test_the_scheme_comparison_shows_why_7_bit(tiny_bundle):
+    """`python -m vlfront.calibration.schemes`: only 8-bit weights saturate the non-VNNI kernel, and with 7-bit
+    weights what that kernel computes is what this machine serves (to float rounding)."""
+    from vlfront.calibration.schemes import compare
+
+    rows = {r["scheme"]: r for r in compare(tiny_bundle, runs=5, threads=1)["rows"]}
+    assert rows["8-bit weights, numpy model of the non-VNNI kernel"]["saturated_pairs"] > 0
+    assert rows["7-bit weights, numpy model of the non-VNNI kernel"]["saturated_pairs"] == 0
+    served, modelled = rows["7-bit weights"], rows["7-bit weights, numpy model of the non-VNNI kernel"]
+    assert abs(served["cosine_min"] - modelled["cosine_min"]) <= 1e-5
+    assert abs(served["rel_l2"] - modelled["rel_l2"]) <= 1e-4 * max(served["rel_l2"], 1e-3)
+    assert served["batch8_vs_fp32"] > 0 and rows["8-bit weights"]["batch1_vs_fp32"] > 0  # measured, never judged here
