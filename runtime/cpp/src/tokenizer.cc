@@ -99,6 +99,8 @@ const nlohmann::json* find_split_regex(const nlohmann::json& node) {
       auto p = node.find("pattern");
       if (p != node.end() && p->is_object() && p->contains("Regex") && (*p)["Regex"].is_string())
         return &(*p)["Regex"];
+      // Python refuses such a file too (tokenizers cannot read it): never fall back to the Qwen regex
+      throw Error(VLF_ERR_TOKENIZER, "pre_tokenizer Split needs a pattern {\"Regex\": string}");
     }
     for (const auto& [k, v] : node.items())
       if (const auto* r = find_split_regex(v)) return r;
@@ -213,6 +215,14 @@ Tokenizer::Tokenizer(BpeRanks ranks, std::string pattern, std::string origin)
 Tokenizer::~Tokenizer() = default;
 
 std::unique_ptr<Tokenizer> Tokenizer::from_tokenizer_json(const std::string& path) {
+  try {
+    return from_tokenizer_json_checked(path);
+  } catch (const nlohmann::json::exception& e) {  // a shape no check above foresaw: still our error
+    throw tok_error(path, std::string("is malformed: ") + e.what());
+  }
+}
+
+std::unique_ptr<Tokenizer> Tokenizer::from_tokenizer_json_checked(const std::string& path) {
   nlohmann::json doc;
   try {
     const std::string text = read_file(path);
@@ -251,7 +261,14 @@ std::unique_ptr<Tokenizer> Tokenizer::from_tokenizer_json(const std::string& pat
 
   // Added tokens must be SPEC's specials, with SPEC's ids.
   const auto& specials = spec_special_tokens();
-  if (auto added = doc.find("added_tokens"); added != doc.end() && added->is_array()) {
+  if (auto added = doc.find("added_tokens"); added != doc.end() && !added->is_null()) {
+    bool ok = added->is_array();
+    for (size_t i = 0; ok && i < added->size(); ++i) {
+      const auto& t = (*added)[i];
+      ok = t.is_object() && t.contains("id") && t["id"].is_number_integer() && t.contains("content") &&
+           t["content"].is_string();
+    }
+    if (!ok) throw tok_error(path, "added_tokens must be a list of {'id': int, 'content': str} objects");
     for (const auto& t : *added) {
       const int64_t id = t.value("id", int64_t{-1});
       const std::string content = t.value("content", std::string());
@@ -262,8 +279,13 @@ std::unique_ptr<Tokenizer> Tokenizer::from_tokenizer_json(const std::string& pat
     }
   }
   std::string pattern = kQwenPattern;
-  if (auto pre = doc.find("pre_tokenizer"); pre != doc.end())
-    if (const auto* rx = find_split_regex(*pre)) pattern = rx->get<std::string>();
+  if (auto pre = doc.find("pre_tokenizer"); pre != doc.end()) {
+    try {
+      if (const auto* rx = find_split_regex(*pre)) pattern = rx->get<std::string>();
+    } catch (const Error& e) {
+      throw tok_error(path, e.what());
+    }
+  }
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(ranks), std::move(pattern), path));
 }
 

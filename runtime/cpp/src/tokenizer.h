@@ -71,6 +71,7 @@ class Tokenizer {
 
  private:
   Tokenizer(BpeRanks ranks, std::string pattern, std::string origin);
+  static std::unique_ptr<Tokenizer> from_tokenizer_json_checked(const std::string& path);
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
   // NFC text, already validated: the regex split and BPE.
   void encode_normalized(std::string_view text, std::vector<int32_t>& out) const;
