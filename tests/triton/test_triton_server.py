@@ -161,3 +161,31 @@ def test_a_tampered_bundle_is_refused_at_model_load(tiny_bundle, tmp_path):
     with pytest.raises(ServiceError, match="weights.safetensors") as info:
         TritonServer(repo, ready_timeout_s=60).start()
     assert "sha256" in str(info.value) and "failed to load 'vlfront'" in str(info.value)
+
+
+def test_the_ensembles_preprocess_step_serves_on_cpu(tiny_bundle, reference, tmp_path, photo_bytes):
+    """The ensemble's python step runs here (its GPU steps cannot): input_ids and pixels equal the runtime's."""
+    import shutil
+
+    triton_or_skip()
+    full = write_repository(tiny_bundle, tmp_path / "full", RepositoryOptions(layout="ensemble"))
+    repo = tmp_path / "pre"
+    repo.mkdir()
+    shutil.copytree(full / "vlfront_preprocess", repo / "vlfront_preprocess")
+    messages = [{"role": "user", "content": [{"type": "image", "image": photo_bytes[2]},
+                                             {"type": "text", "text": "two"},
+                                             {"type": "image", "image": photo_bytes[3]}]}]
+    with TritonServer(repo) as s:
+        client = httpclient.InferenceServerClient(s.http_url)
+        inp = httpclient.InferInput("request", [1], "BYTES")
+        inp.set_data_from_numpy(np.array([encode_request(messages)], dtype=object))
+        result = client.infer("vlfront_preprocess", [inp])
+        bad = httpclient.InferInput("request", [1], "BYTES")
+        bad.set_data_from_numpy(np.array([b"{"], dtype=object))
+        with pytest.raises(InferenceServerException, match="not valid JSON"):
+            client.infer("vlfront_preprocess", [bad])
+        client.close()
+    want = reference.embed([messages])
+    assert np.array_equal(result.as_numpy("input_ids"), want.input_ids)
+    assert np.array_equal(result.as_numpy("image_attention_mask"), want.image_attention_mask)
+    assert np.array_equal(result.as_numpy("pixel_values"), want.pixel_values)
