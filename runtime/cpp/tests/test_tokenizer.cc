@@ -188,5 +188,52 @@ TEST(Tokenizer, ThreadsAgreeAndPieceCacheIsExact) {
   }
 }
 
+// Tokenizer::encode_prefix (docs/runtime.md): the exact cuts, and the prefix equal to the
+// full encoding truncated, on texts made to defeat it (cuts forced every few characters).
+TEST(TokenizerPrefix, CutRules) {
+  EXPECT_EQ(first_cut("abc1def", 1, 100), 3u);        // a letter, then a sure non-letter
+  EXPECT_EQ(first_cut("!1!", 1, 100), 2u);            // after a digit
+  EXPECT_EQ(first_cut("ab cd", 1, 100), 2u);          // before a space, after a non-space
+  EXPECT_EQ(first_cut("a  b", 2, 100), std::string_view::npos);  // not after whitespace
+  EXPECT_EQ(first_cut("x\ny", 2, 100), 2u);           // after LF, before a non-space
+  EXPECT_EQ(first_cut("x\n y", 2, 3), std::string_view::npos);
+  EXPECT_EQ(first_cut("ab!", 1, 100), 2u);            // letter, then a sure non-letter
+  EXPECT_EQ(first_cut("!!!!", 1, 100), std::string_view::npos);
+  EXPECT_EQ(first_cut("\xE4\xB8\xAD\xE3\x80\x82", 1, 100), 1u);  // 中 then 。 (code points, not bytes)
+  size_t byte = 0;
+  EXPECT_EQ(first_cut("\xE4\xB8\xAD\xE6\x96\x87 x", 1, 100, &byte), 2u);
+  EXPECT_EQ(byte, 6u);
+}
+
+TEST(TokenizerPrefix, EqualsTheTruncatedFullEncoding) {
+  NEED_TOKENIZER();
+  const std::vector<std::string> texts = {
+      std::string(3000, 'a') + " b", "It's 5 o'clock \xE2\x80\x94 caf\xC3\xA9 2024! \r\n\tdon't 'LL x",
+      "1234567890123 456 7\n\n\nline\r\nnext", "\xE4\xB8\xAD\xE6\x96\x87\xEF\xBC\x8C\xE4\xB8\x96\xE7\x95\x8C\xE3\x80\x82 ok",
+      "   leading   spaces   and\ttabs\t\t", "!?!? ... ---- ==== (x) [y] {z}"};
+  for (std::string text : texts) {
+    for (int k = 0; k < 3; ++k) text += text;
+    const std::vector<int32_t> full = tok->encode(text);
+    for (size_t limit : {size_t{1}, size_t{7}, size_t{64}, full.size() + 5}) {
+      std::vector<int32_t> ids;
+      bool complete = false;
+      try {
+        complete = tok->encode_prefix(text, limit, ids, 0, 4096);
+      } catch (const Error& e) {
+        ADD_FAILURE() << "refused: " << e.what();
+        continue;
+      }
+      if (complete) {
+        EXPECT_EQ(ids, full);
+      } else {
+        ASSERT_GT(full.size(), limit);
+        EXPECT_EQ(ids, std::vector<int32_t>(full.begin(), full.begin() + static_cast<long>(limit)));
+      }
+    }
+  }
+  std::vector<int32_t> ids;
+  EXPECT_THROW(tok->encode_prefix(std::string(200000, 'b'), 512, ids), Error);  // no cut within 65536
+}
+
 }  // namespace
 }  // namespace vlfront::impl
