@@ -62,7 +62,7 @@ class _Printer:
 
 
 def calibrate_bundle(bundle_dir: str | os.PathLike, *, data: str | os.PathLike | None = None, method: str = "minmax",
-                     mean_cosine: float = 0.999, min_cosine: float = 0.99, progress=None) -> dict:
+                     mean_cosine: float = gate.Thresholds.mean_cosine, min_cosine: float = gate.Thresholds.min_cosine, progress=None) -> dict:
     """Make the INT8 and FP16 variants of a bundle, gate them on held-out images, ship those that pass.
 
     Args:

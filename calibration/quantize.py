@@ -130,7 +130,7 @@ def quantize_patch_embed(prepared: onnx.ModelProto, pixels: np.ndarray, out: str
                        "(axis 1 of the [768, D] patch projection)",
             "scheme": SCHEME, "weight_qmax": WEIGHT_QMAX,
             "quantized": sorted(info), "scales": info, "float": FLOAT_TENSORS,
-            "rewrite": "stride-16 conv as patchify (Reshape/Transpose on uint8) + MatMul; "
+            "rewrite": "stride-16 conv as patchify (uint8 cast to float, then Reshape/Transpose) + MatMul; "
                        "normalization as per-feature Mul/Add; conv bias folded into the positions"}
 
 

@@ -30,7 +30,8 @@ def _bench(a) -> None:
 def _calibrate(a) -> None:
     from vlfront.calibration import calibrate_bundle
 
-    calibrate_bundle(a.bundle, data=a.data, method=a.method, mean_cosine=a.mean_cosine, min_cosine=a.min_cosine)
+    gate = {k: v for k, v in (("mean_cosine", a.mean_cosine), ("min_cosine", a.min_cosine)) if v is not None}
+    calibrate_bundle(a.bundle, data=a.data, method=a.method, **gate)
 
 
 def _engines(a) -> None:
@@ -83,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bundle", required=True)
     c.add_argument("--data", help="folder of images, or a CSV/Parquet/JSONL manifest with an image column")
     c.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
-    c.add_argument("--mean-cosine", type=float, default=0.999)
-    c.add_argument("--min-cosine", type=float, default=0.99)
+    c.add_argument("--mean-cosine", type=float, default=None, help="gate: per-token cosine mean (default 0.9995)")
+    c.add_argument("--min-cosine", type=float, default=None, help="gate: per-token cosine min (default 0.999)")
     c.set_defaults(func=_calibrate)
 
     g = sub.add_parser("engines", help="build TensorRT engines (needs tensorrt and a CUDA GPU)")
