@@ -41,10 +41,16 @@ from vlfront.runtime.triton.services import RedisServer, TritonServer, free_port
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
 
 
-def photos() -> list[bytes]:
+def photos(mp: float | None = None) -> list[bytes]:
+    """The workload's photos: scikit-image samples as JPEG q90, or camera-size versions of them
+    (`mp` megapixels, made as `vlfront bench` makes its camera photos: upscaled + sensor noise)."""
     from PIL import Image
     from skimage import data
 
+    if mp:
+        from vlfront.runtime.bench_photos import PHOTOS as CAMERA_SOURCES, camera_photo
+
+        return [camera_photo(mp, "JPEG", name, seed=k) for k, name in enumerate(CAMERA_SOURCES)]
     out = []
     for name in PHOTOS:
         buf = io.BytesIO()
@@ -252,13 +258,15 @@ def main(argv=None) -> None:
     p.add_argument("--replica-output-dtype", default="float32", choices=["float32", "float16"],
                    help="inputs_embeds type of the replica repositories (float16 halves what Triton moves)")
     p.add_argument("--parts", default="throughput,replicas", help="which parts to run (comma-separated)")
+    p.add_argument("--photo-mp", type=float, default=None,
+                   help="camera-size photos of this many megapixels instead of the native samples")
     p.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="Triton client for the throughput runs")
     a = p.parse_args(argv)
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = photos()
+    base = photos(a.photo_mp)
     parts = set(a.parts.split(","))
-    result = {"protocol": a.protocol, "note": "medians over rounds; the machine is shared with other jobs"}
+    result = {"protocol": a.protocol, "photo_mp": a.photo_mp or "native samples", "note": "medians over rounds; the machine is shared with other jobs"}
     if "throughput" in parts:
         result.update(_throughput_part(a, out, base))
     if "replicas" in parts:
