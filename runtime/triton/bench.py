@@ -189,7 +189,76 @@ def throughput(bundle, out: pathlib.Path, rounds: int, concurrencies, base, prot
     return rows
 
 
-def replicas(bundle, out: pathlib.Path, base, images: int, kill_redis: bool, output_dtype: str = "float32") -> dict:
+class ModelStats:
+    """Triton's own per-model statistics (tritonclient `get_inference_statistics`), as deltas.
+
+    Triton counts, per model, the time each request spent queued and in compute_input (the backend
+    taking the inputs), compute_infer (`execute`) and compute_output (the backend handing the outputs
+    to Triton). Their sum is what a request costs at the model, without the client transfer: what an
+    ensemble or BLS step inside the same Triton (the LLM next to it) would see.
+    """
+
+    FIELDS = ("queue", "compute_input", "compute_infer", "compute_output")
+
+    def __init__(self, url: str, model: str = "vlfront"):
+        import tritonclient.grpc as grpc
+
+        self.client = grpc.InferenceServerClient(url)
+        self.model = model
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        stats = self.client.get_inference_statistics(self.model, as_json=True)["model_stats"][0]["inference_stats"]
+        return {f: (int(stats.get(f, {}).get("count", 0)), int(stats.get(f, {}).get("ns", 0))) for f in self.FIELDS}
+
+    @staticmethod
+    def delta_ms(before: dict, after: dict) -> dict[str, float]:
+        """Per request ms of each field over the requests between two snapshots, and their sum as `model`."""
+        out = {}
+        for f in ModelStats.FIELDS:
+            n = after[f][0] - before[f][0]
+            out[f] = (after[f][1] - before[f][1]) / n / 1e6 if n else 0.0
+        out["model"] = sum(out[f] for f in ModelStats.FIELDS)
+        return out
+
+
+class ShmGrpcClient:
+    """gRPC client whose inputs_embeds output lands in a registered system shared-memory region
+    (tritonclient.utils.shared_memory): Triton writes the 3 MB output there instead of into the gRPC
+    response. Only inputs_embeds is asked for."""
+
+    def __init__(self, url: str, nbytes: int, name: str):
+        import tritonclient.grpc as grpc
+        import tritonclient.utils.shared_memory as shm
+
+        self.grpc, self.shm = grpc, shm
+        self.client = grpc.InferenceServerClient(url)
+        self.nbytes, self.name = nbytes, name
+        self.key = f"/{name}"
+        self.handle = shm.create_shared_memory_region(name, self.key, nbytes)
+        self.client.unregister_system_shared_memory(name)
+        self.client.register_system_shared_memory(name, self.key, nbytes)
+
+    def __call__(self, body: bytes, shape, dtype) -> np.ndarray:
+        inp = self.grpc.InferInput("request", [1, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[body]], dtype=object))
+        out = self.grpc.InferRequestedOutput("inputs_embeds")
+        out.set_shared_memory(self.name, self.nbytes)
+        self.client.infer("vlfront", [inp], outputs=[out])
+        return self.shm.get_contents_as_numpy(self.handle, dtype, shape)
+
+    def close(self) -> None:
+        try:
+            self.client.unregister_system_shared_memory(self.name)
+        finally:
+            self.shm.destroy_shared_memory_region(self.handle)
+
+
+def replicas(bundle, out: pathlib.Path, base, images: int, kill_redis: bool, output_dtype: str = "float32",
+             model_stats: bool = False, shm: bool = False) -> dict:
+    """The round-robin workload. With model_stats, each image also gets a fresh copy sent to B (a miss
+    at B), and B's Triton statistics are read around each of B's requests: the model-level miss and
+    cross-replica hit on the same replica. With shm, the same miss/cross-hit pair is repeated with
+    the output bound to a system shared-memory region."""
     import redis
 
     with RedisServer(maxmemory="512mb") as rs:
@@ -200,30 +269,80 @@ def replicas(bundle, out: pathlib.Path, base, images: int, kill_redis: bool, out
             ca, cb = TritonGrpcClient(a.grpc_url), TritonGrpcClient(b.grpc_url)
             tag = int(time.time())
             bodies = [unique_bodies(1, base, tag * 1000 + i)[0] for i in range(images)]
+            fresh = [unique_bodies(1, base, tag * 1000 + 20_000 + i)[0] for i in range(images)]
+            shm_bodies = [unique_bodies(1, base, tag * 1000 + 30_000 + i)[0] for i in range(images)]
             for warm in unique_bodies(4, base, tag * 1000 + 10_000):
-                ca(warm), cb(warm)
+                ref = ca(warm)
+                cb(warm)
+            stats_b = ModelStats(b.grpc_url) if model_stats else None
             r = redis.Redis.from_url(rs.url)
             hits0 = int(r.info("stats")["keyspace_hits"])
             lat = {"miss": [], "cross_hit": [], "local_hit": []}
+            if model_stats:
+                lat["miss_at_b"] = []
+            model = {"miss": [], "cross_hit": []}
             errors = 0
             for i, body in enumerate(bodies):
                 if kill_redis and i == images // 2:
                     rs.kill()
-                for kind, call in (("miss", ca), ("cross_hit", cb), ("local_hit", ca), ("local_hit", cb)):
+                steps = [("miss", ca, body), ("cross_hit", cb, body), ("local_hit", ca, body), ("local_hit", cb, body)]
+                if model_stats:
+                    steps.append(("miss_at_b", cb, fresh[i]))
+                for kind, call, req in steps:
+                    snap = stats_b.snapshot() if stats_b is not None and call is cb else None
                     t0 = time.perf_counter()
                     try:
-                        call(body)
+                        call(req)
                         lat[kind].append((time.perf_counter() - t0) * 1000)
                     except Exception:  # noqa: BLE001 — counted
                         errors += 1
+                        continue
+                    if snap is not None and kind in ("cross_hit", "miss_at_b"):
+                        model["miss" if kind == "miss_at_b" else kind].append(ModelStats.delta_ms(snap, stats_b.snapshot()))
             hits = None if kill_redis else int(r.info("stats")["keyspace_hits"]) - hits0
+            shm_res = _shm_pair(ca, cb, a, b, shm_bodies, ref) if shm and not kill_redis else None
     med = {k: statistics.median(v) if v else None for k, v in lat.items()}
-    res = {"images": images, "requests": 4 * images, "output_dtype": output_dtype, "errors": errors, "redis_killed_at": images // 2 if kill_redis
-           else None, "p50_ms": med}
+    res = {"images": images, "requests": sum(len(v) for v in lat.values()) + errors, "output_dtype": output_dtype,
+           "errors": errors, "redis_killed_at": images // 2 if kill_redis else None, "p50_ms": med}
     if not kill_redis:
         res["cross_replica_hit_rate"] = hits / images
         res["hit_speedup"] = med["miss"] / med["cross_hit"]
+    if model_stats and model["miss"] and model["cross_hit"]:
+        res["model_p50_ms"] = {k: {f: statistics.median(d[f] for d in v) for f in (*ModelStats.FIELDS, "model")}
+                               for k, v in model.items()}
+        res["model_hit_speedup"] = res["model_p50_ms"]["miss"]["model"] / res["model_p50_ms"]["cross_hit"]["model"]
+        res["hit_speedup_at_b"] = med["miss_at_b"] / med["cross_hit"]
+    if shm_res is not None:
+        res["shm_output"] = shm_res
     return res
+
+
+def _shm_pair(ca, cb, a, b, bodies, ref: np.ndarray) -> dict:
+    """Miss at A then cross-replica hit at B, each with inputs_embeds written into a client-registered
+    system shared-memory region; the hit's array is checked equal to the plain gRPC answer's layout."""
+    try:
+        sa = ShmGrpcClient(a.grpc_url, ref.nbytes, f"vlfront_bench_a_{id(bodies)}")
+        sb = ShmGrpcClient(b.grpc_url, ref.nbytes, f"vlfront_bench_b_{id(bodies)}")
+    except Exception as e:  # noqa: BLE001 — reported, not fatal
+        return {"error": f"{type(e).__name__}: {e}"}
+    lat = {"miss": [], "cross_hit": []}
+    try:
+        for body in bodies:
+            plain = None
+            for kind, call in (("miss", sa), ("cross_hit", sb)):
+                t0 = time.perf_counter()
+                arr = call(body, ref.shape, ref.dtype)
+                lat[kind].append((time.perf_counter() - t0) * 1000)
+                if kind == "miss":
+                    plain = arr.copy()
+                elif not np.array_equal(arr, plain):
+                    return {"error": "shared-memory output of the hit differs from the miss"}
+    except Exception as e:  # noqa: BLE001 — reported, not fatal
+        return {"error": f"{type(e).__name__}: {e}"}
+    finally:
+        sa.close(), sb.close()
+    med = {k: statistics.median(v) for k, v in lat.items()}
+    return {"p50_ms": med, "hit_speedup": med["miss"] / med["cross_hit"], "checked_equal": True}
 
 
 def runtime_replicas(bundle, base, images: int) -> dict:
@@ -260,6 +379,8 @@ def main(argv=None) -> None:
     p.add_argument("--parts", default="throughput,replicas", help="which parts to run (comma-separated)")
     p.add_argument("--photo-mp", type=float, default=None,
                    help="camera-size photos of this many megapixels instead of the native samples")
+    p.add_argument("--shm", action="store_true",
+                   help="replicas: also time miss/hit with inputs_embeds bound to a system shared-memory region")
     p.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="Triton client for the throughput runs")
     a = p.parse_args(argv)
     out = pathlib.Path(a.out)
@@ -295,12 +416,28 @@ def _throughput_part(a, out, base) -> dict:
 
 def _replicas_part(a, out, base) -> dict:
     print("[bench-triton] two replicas, one Redis", flush=True)
-    shared = replicas(a.bundle, out, base, a.images, kill_redis=False, output_dtype=a.replica_output_dtype)
+    shared = replicas(a.bundle, out, base, a.images, kill_redis=False, output_dtype=a.replica_output_dtype,
+                      model_stats=True, shm=a.shm)
     killed = replicas(a.bundle, out, base, a.images, kill_redis=True, output_dtype=a.replica_output_dtype)
     inside = runtime_replicas(a.bundle, base, a.images)
     print(f"replicas: cross-replica hit rate {shared['cross_replica_hit_rate']:.2f}, p50 miss "
           f"{shared['p50_ms']['miss']:.1f} ms, cross-replica hit {shared['p50_ms']['cross_hit']:.1f} ms "
           f"({shared['hit_speedup']:.1f}x), local hit {shared['p50_ms']['local_hit']:.1f} ms")
+    if "model_p50_ms" in shared:
+        m = shared["model_p50_ms"]
+        print(f"at the model (replica B's Triton statistics, queue+compute_input+compute_infer+compute_output): "
+              f"miss {m['miss']['model']:.1f} ms (infer {m['miss']['compute_infer']:.1f}, output "
+              f"{m['miss']['compute_output']:.2f}), cross-replica hit {m['cross_hit']['model']:.1f} ms (infer "
+              f"{m['cross_hit']['compute_infer']:.1f}, output {m['cross_hit']['compute_output']:.2f}) "
+              f"({shared['model_hit_speedup']:.1f}x); end to end at B: miss {shared['p50_ms']['miss_at_b']:.1f} ms "
+              f"vs hit ({shared['hit_speedup_at_b']:.1f}x)")
+    if "shm_output" in shared:
+        s = shared["shm_output"]
+        if "error" in s:
+            print(f"system shared-memory output: failed: {s['error']}")
+        else:
+            print(f"system shared-memory output: p50 miss {s['p50_ms']['miss']:.1f} ms, cross-replica hit "
+                  f"{s['p50_ms']['cross_hit']:.1f} ms ({s['hit_speedup']:.1f}x)")
     print(f"inside a replica (Runtime, no Triton): p50 miss {inside['p50_ms']['miss']:.1f} ms, cross-replica hit "
           f"{inside['p50_ms']['cross_hit']:.1f} ms ({inside['hit_speedup']:.1f}x), hit rate "
           f"{inside['cross_replica_hit_rate']:.2f}")
