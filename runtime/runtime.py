@@ -14,6 +14,7 @@ from vlfront.errors import BundleError, RequestError, VlfrontError
 from vlfront.runtime.backends.base import Runner, select_backend
 from vlfront.runtime.bundle import Bundle
 from vlfront.runtime.cache import VisualTokenCache
+from vlfront.runtime.decode_pool import decode_all
 from vlfront.runtime.memory import tune_malloc
 from vlfront.runtime.processor import Layout, Processor, unexpected_request_error
 from vlfront.runtime.shared_cache import open_shared_cache
@@ -272,8 +273,8 @@ def _decode_all(pool: ThreadPoolExecutor, sources: list) -> list:
     (0.3 MP batch 1 on busy cores: 24.8 ms through the pool vs 13.6 ms for the reference; docs/images.md)."""
     if not sources:
         return []
-    rest = [pool.submit(_decode, src) for src in sources[1:]]
-    return [_decode(sources[0])] + [f.result() for f in rest]
+    # The caller and the pool take images one at a time from a shared index (runtime/decode_pool.py).
+    return decode_all(pool, sources, _decode, getattr(pool, "_max_workers", 1))
 
 
 __all__ = ["Runtime", "EmbedOutput"]
