@@ -10,7 +10,10 @@
 2. Two Triton replicas, one Redis, repeated images round-robin: each image is asked of replica A,
    then B, then A, B; B's first answer for an image is a cross-replica (Redis) hit. Redis's own
    keyspace counters give the hit rate; the client's latencies (gRPC) give hit vs miss; the same
-   workload on two Runtime objects without Triton shows what the cache saves inside a replica. Requests go one at a
+   workload on two Runtime objects without Triton shows what the cache saves inside a replica. Replica B's own
+   Triton statistics (queue + compute_input + compute_infer + compute_output, read around each of its requests;
+   each photo also gets a fresh copy sent to B, a miss there) give hit vs miss at the model, without the client
+   transfer; --shm repeats miss/hit with inputs_embeds in a system shared-memory region. Requests go one at a
    time, so these replicas run with max_queue_delay 0 (no batch would fill; a delay would only add
    the same wait to hits and misses).
 3. The same workload with Redis killed half-way: the count of failed requests.
