@@ -223,7 +223,7 @@ vlf_status* vlf_request_create_from_json(const char* json, size_t len, vlf_reque
     require(json, "json");
     require(out, "out");
     auto r = std::make_unique<vlf_request>();
-    r->request = vlfront::impl::request_from_json(std::string(json, len));
+    r->request = vlfront::impl::request_from_json(std::string_view(json, len));
     *out = r.release();
   });
 }

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace vlfront::impl {
@@ -37,6 +38,6 @@ struct Request {
 // {"type": "image_url", "image_url": {"url": "data:image/...;base64,..."} | "data:..."}.
 // OpenAI fields are ignored or refused per runtime/openai_fields.json (openai_compat.h);
 // unknown keys are refused, as in Python's processor. Raises Error(VLF_ERR_REQUEST).
-Request request_from_json(const std::string& json, long index = -1);
+Request request_from_json(std::string_view json, long index = -1);  // json is only read, never copied
 
 }  // namespace vlfront::impl

@@ -89,7 +89,7 @@ Item parse_item(const json& item, long index, const std::string& at) {
 
 }  // namespace
 
-Request request_from_json(const std::string& text, long index) {
+Request request_from_json(std::string_view text, long index) {
   auto fail = [&](const std::string& m) { return request_error(VLF_ERR_REQUEST, index, m); };
   json doc;
   try {
@@ -137,7 +137,8 @@ Request request_from_json(const std::string& text, long index) {
     out.role = role.get<std::string>();
     if (content.is_string()) {
       Item item;
-      item.text = content.get<std::string>();
+      // doc is this function's own: the text (up to a 32 MiB body) moves out of it, no copy
+      item.text = std::move(*const_cast<json&>(content).get_ptr<std::string*>());
       out.items.push_back(std::move(item));
     } else if (content.is_array()) {
       for (size_t i = 0; i < content.size(); ++i)
