@@ -174,11 +174,40 @@ def invalid_utf8(port: int) -> Answer:
     return simple("invalid_utf8", port, b'{"messages":[{"role":"user","content":"\xff\xfe"}]}')
 
 
-def big_text(port: int, mib: int = 30, word: bool = False) -> Answer:
-    """mib MiB of text: words (truncated to what fits) or one single word."""
+def big_text_body(mib: int = 30, word: bool = False) -> bytes:
+    """The body of mib MiB of text: words (truncated to what fits) or one single word."""
     text = "a" * (mib * MiB) if word else ("lorem ipsum dolor sit amet " * (mib * MiB // 27 + 1))[: mib * MiB]
-    body = json.dumps({"messages": [{"role": "user", "content": text}]}).encode()
+    return json.dumps({"messages": [{"role": "user", "content": text}]}).encode()
+
+
+def big_text(port: int, mib: int = 30, word: bool = False, body: bytes | None = None) -> Answer:
+    """mib MiB of text: words (truncated to what fits) or one single word. Pass body (big_text_body)
+    made beforehand when timing others: json.dumps of 30 MiB holds this process's GIL ~0.3 s, which
+    would stall the good requests' own client threads and be counted as server latency."""
+    body = big_text_body(mib, word) if body is None else body
     return simple("big_word" if word else "big_text", port, body, timeout=120)
+
+
+def lone_big_text(server: Server, mib: int = 30, repeats: int = 3) -> dict:
+    """One mib MiB text request with nothing else in flight, repeated: its time and the server's RSS
+    growth over the RSS just before it (peak: VmHWM, reset per request through /proc/PID/clear_refs)."""
+    body = big_text_body(mib)
+    good(server.port, good_bodies(1)[0])  # warm-up
+    runs = []
+    for _ in range(repeats):
+        before = server.rss_mb()
+        try:
+            pathlib.Path(f"/proc/{server.proc.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+            peak_key = "VmHWM"
+        except OSError:
+            peak_key = "VmRSS"  # no reset: the growth is then what is left after the request
+        a = big_text(server.port, mib, body=body)
+        runs.append({"status": a.status, "seconds": a.seconds, "rss_growth_mb": server.rss_mb(peak_key) - before})
+    return {"mib": mib, "status": [r["status"] for r in runs],
+            "seconds_median": round(statistics.median(r["seconds"] for r in runs), 3),
+            "rss_growth_mb_median": round(statistics.median(r["rss_growth_mb"] for r in runs), 1),
+            "seconds": [round(r["seconds"], 3) for r in runs],
+            "rss_growth_mb": [round(r["rss_growth_mb"], 1) for r in runs]}
 
 
 def _read_answer(sock: socket.socket, timeout: float) -> tuple[int | None, bytes]:
@@ -293,11 +322,13 @@ def run_load(server: Server, n_good: int = 20, stalled: int = 8, chunked_mib: in
     good(server.port, bodies[0])  # warm-up (sessions, caches of the tokenizer)
     rss_idle = server.rss_mb()
     clean = [good(server.port, b) for b in bodies]
+    text_body, word_body = big_text_body(text_mib), big_text_body(text_mib, word=True)  # before any timing
     stall = Stalled(server.port, stalled)
     time.sleep(0.5)
     hostile: list[Answer] = []
     threads = [threading.Thread(target=lambda f=f: hostile.append(f()), daemon=True) for f in (
-        lambda: big_text(server.port, text_mib), lambda: big_text(server.port, text_mib, word=True),
+        lambda: big_text(server.port, text_mib, body=text_body),
+        lambda: big_text(server.port, text_mib, word=True, body=word_body),
         lambda: deep_json(server.port), lambda: invalid_utf8(server.port),
         lambda: chunked_huge(server.port, chunked_mib), lambda: long_header(server.port))]
     for t in threads:
@@ -363,6 +394,8 @@ def main(argv=None) -> None:
             else:
                 s = {"server": name}
             s["slow_clients"] = {k: v for k, v in slow_clients(server).items() if k != "server"}
+            if name != "cpp-old":
+                s["lone_30mib_text"] = lone_big_text(server)
             report["runs"].append(s)
             print(json.dumps(s), flush=True)
         finally:
