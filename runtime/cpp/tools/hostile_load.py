@@ -389,13 +389,13 @@ def main(argv=None) -> None:
     for name in a.servers.split(","):
         server = starters[name]()
         try:
+            lone = lone_big_text(server)  # first, on a fresh server: no memory left over from the load
             if name != "cpp-old":
                 s = summary(run_load(server, n_good=a.good))
             else:
                 s = {"server": name}
+            s["lone_30mib_text"] = lone
             s["slow_clients"] = {k: v for k, v in slow_clients(server).items() if k != "server"}
-            if name != "cpp-old":
-                s["lone_30mib_text"] = lone_big_text(server)
             report["runs"].append(s)
             print(json.dumps(s), flush=True)
         finally:
