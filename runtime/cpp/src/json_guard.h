@@ -126,7 +126,12 @@ inline std::string describe(const nlohmann::json::parse_error& e) {
 // value (not a key) and decodes exactly as JSON says; anything else (a raw control
 // character, a bad escape or surrogate, broken syntax) leaves the whole text to
 // nlohmann, so that errors and their offsets are nlohmann's.
-constexpr size_t kBigString = 64 * 1024;
+// Fuzz builds lower it (VLFRONT_JSON_BIG_STRING=8, fuzz/CMakeLists.txt) so that libFuzzer's short
+// inputs drive this decoder, and fuzz_request_json checks it against nlohmann alone.
+#ifndef VLFRONT_JSON_BIG_STRING
+#define VLFRONT_JSON_BIG_STRING (64 * 1024)
+#endif
+constexpr size_t kBigString = VLFRONT_JSON_BIG_STRING;
 
 // The body of a JSON string literal (between its quotes, UTF-8 already checked)
 // decoded into out; false where nlohmann would refuse it.
