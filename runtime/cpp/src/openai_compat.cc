@@ -34,18 +34,6 @@ std::string py_list(const std::vector<std::string>& keys) {
   return out + "]";
 }
 
-std::string py_type(const json& v) {
-  switch (v.type()) {
-    case json::value_t::object: return "dict";
-    case json::value_t::array: return "list";
-    case json::value_t::string: return "str";
-    case json::value_t::boolean: return "bool";
-    case json::value_t::number_float: return "float";
-    case json::value_t::null: return "NoneType";
-    default: return "int";
-  }
-}
-
 // The first key of `obj` (sorted) that `refused` lists: throws "<where>'key' is refused: <reason>".
 void refuse_listed(const json& obj, const json& refused, const std::string& prefix, long index,
                    const std::string& suffix = "") {

@@ -51,6 +51,20 @@ inline std::string py_repr(const std::string& s) {
   return out + q;
 }
 
+// Python's type(x).__name__ of the value json.loads would give.
+inline std::string py_type(const nlohmann::json& v) {
+  using t = nlohmann::json::value_t;
+  switch (v.type()) {
+    case t::object: return "dict";
+    case t::array: return "list";
+    case t::string: return "str";
+    case t::boolean: return "bool";
+    case t::number_float: return "float";
+    case t::null: return "NoneType";
+    default: return "int";
+  }
+}
+
 inline std::string py_show(const nlohmann::json& v) {
   if (v.is_boolean()) return v.get<bool>() ? "True" : "False";
   if (v.is_null()) return "None";

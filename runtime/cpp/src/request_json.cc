@@ -17,18 +17,6 @@ namespace {
 
 using nlohmann::json;
 
-std::string py_type(const json& v) {
-  switch (v.type()) {
-    case json::value_t::object: return "dict";
-    case json::value_t::array: return "list";
-    case json::value_t::string: return "str";
-    case json::value_t::boolean: return "bool";
-    case json::value_t::number_float: return "float";
-    case json::value_t::null: return "NoneType";
-    default: return "int";
-  }
-}
-
 std::string py_list(std::vector<std::string> keys) {
   std::sort(keys.begin(), keys.end());
   std::string out = "[";
