@@ -23,13 +23,19 @@ INIT_STD = 0.02
 
 
 def sincos2d(config: Config) -> torch.Tensor:
-    """SPEC 1.5 `sincos2d`: [tokens_per_image, D], k = r*grid + c."""
+    """SPEC 1.5 `sincos2d`: [tokens_per_image, D], k = r*grid + c.
+
+    The angles are evaluated with Python's `math` (float64 libm), then cast to float32. torch's
+    float64 sin/cos did not give the same bits for one input within one process (a test session
+    exported a tiny bundle whose table differed in one value by one float32 ulp from a later
+    export), and an export must be byte-reproducible.
+    """
     q = config.hidden_size // 4
-    omega = 10000.0 ** (-torch.arange(q, dtype=torch.float64) / q)
-    grid = torch.arange(config.grid, dtype=torch.float64)
-    r = grid.repeat_interleave(config.grid)[:, None] * omega  # row of token k
-    c = grid.repeat(config.grid)[:, None] * omega  # column of token k
-    return torch.cat([r.sin(), r.cos(), c.sin(), c.cos()], dim=1).to(torch.float32)
+    omega = [10000.0 ** (-j / q) for j in range(q)]
+    # per grid line p: sin(p*omega) then cos(p*omega), the half of a token's row for its r (or c)
+    half = [[math.sin(p * w) for w in omega] + [math.cos(p * w) for w in omega] for p in range(config.grid)]
+    rows = [half[k // config.grid] + half[k % config.grid] for k in range(config.grid * config.grid)]
+    return torch.tensor(rows, dtype=torch.float64).to(torch.float32)
 
 
 class FrontEnd(nn.Module):

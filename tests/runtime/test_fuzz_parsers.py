@@ -71,7 +71,8 @@ def _paths(node, prefix=()):
 _PATHS = [p for p in _paths(BASE) if p and not (len(p) == 3 and p[:2] == ("model", "vocab") and p[2] not in
                                                 ("h", "e", "he", "ll", "hell", "l"))]
 _values = st.one_of(st.none(), st.booleans(), st.integers(-2, 200_000), st.floats(allow_nan=False),
-                    st.text(max_size=6), st.lists(st.text(max_size=3), max_size=3), st.just({}), st.just([]))
+                    st.text(max_size=6), st.lists(st.text(max_size=3), max_size=3),
+                    st.builds(dict), st.builds(list))  # fresh objects: a shared {} could be put inside itself
 
 
 def _load_and_encode(path) -> None:

@@ -123,7 +123,8 @@ def test_unknown_keys_are_allowed(bundle_dir, manifest):
 # -- property: random mutations of a real manifest -> a Bundle or a BundleError ------------
 
 _values = st.one_of(st.none(), st.booleans(), st.integers(-3, 10**6), st.floats(allow_nan=False),
-                    st.text(max_size=8), st.lists(st.integers(0, 300), max_size=4), st.just({}), st.just([]))
+                    st.text(max_size=8), st.lists(st.integers(0, 300), max_size=4),
+                    st.builds(dict), st.builds(list))  # fresh objects: a shared {} could be put inside itself
 
 
 def _paths(node, prefix=()):
