@@ -49,3 +49,37 @@ def tiny_bundle(tmp_path_factory, ranks_path) -> pathlib.Path:
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     export_bundle(preset="tiny", out=out, ranks=ranks_path, calibrate=False, quiet=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def calibrated_bundle(tiny_bundle, tmp_path_factory):
+    """The tiny bundle calibrated with the defaults (minmax, default photos). Read-only for tests."""
+    import shutil
+
+    from vlfront.calibration import calibrate_bundle
+
+    root = tmp_path_factory.mktemp("calibrated") / "tiny"
+    shutil.copytree(tiny_bundle, root)
+    calibrate_bundle(root, progress=Quiet())
+    return root
+
+
+class Quiet:
+    """A progress object that records what it is told instead of printing it."""
+
+    def __init__(self):
+        self.lines = []
+
+    def say(self, text):
+        self.lines.append(text)
+
+    def step(self, name):
+        import contextlib
+
+        self.lines.append(name)
+        return contextlib.nullcontext()
+
+
+@pytest.fixture
+def quiet():
+    return Quiet()

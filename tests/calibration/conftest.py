@@ -1,4 +1,5 @@
-"""Fixtures for the calibration tests: a calibrated tiny bundle, built once, and bundle copies."""
+"""Fixtures for the calibration tests: bundle copies (the calibrated tiny bundle, `Quiet` and
+`quiet` live in tests/conftest.py, shared with tests/cpp)."""
 
 from __future__ import annotations
 
@@ -16,34 +17,3 @@ def copy_bundle(src, dest):
 def fresh_bundle(tiny_bundle, tmp_path):
     """A private copy of the fp32 tiny bundle, free to calibrate or break."""
     return copy_bundle(tiny_bundle, tmp_path / "bundle")
-
-
-@pytest.fixture(scope="session")
-def calibrated_bundle(tiny_bundle, tmp_path_factory):
-    """The tiny bundle calibrated with the defaults (minmax, default photos). Read-only for tests."""
-    from vlfront.calibration import calibrate_bundle
-
-    root = copy_bundle(tiny_bundle, tmp_path_factory.mktemp("calibrated") / "tiny")
-    calibrate_bundle(root, progress=Quiet())
-    return root
-
-
-class Quiet:
-    """A progress object that records what it is told instead of printing it."""
-
-    def __init__(self):
-        self.lines = []
-
-    def say(self, text):
-        self.lines.append(text)
-
-    def step(self, name):
-        import contextlib
-
-        self.lines.append(name)
-        return contextlib.nullcontext()
-
-
-@pytest.fixture
-def quiet():
-    return Quiet()

@@ -4,44 +4,23 @@ Every accuracy assertion derives from the bundle's own gate (manifest
 `calibration.thresholds`), never from figures one CPU gave.
 """
 
-import hashlib
 import json
 import logging
 import shutil
 
 import numpy as np
-import onnx
 import pytest
-from onnx import numpy_helper
 
 from vlfront.errors import BundleError
 from vlfront.runtime import Runtime, probe
 from vlfront.runtime.bundle import Bundle
 
+from tampering import degrade_int8, resign
+
 REFUSAL = (r"the int8 variant fails its acceptance probe on this machine: patch_embed visual_tokens cosine_m\w+ "
            r"[0-9.]+ < gate [0-9.]+.*rel_l2 .*backend onnxruntime on CPU '.+' \(.+\); the gate was measured on "
            r"CPU '.+' \(.+\)\. Serve fp32 \(precision='fp32'\), or re-calibrate on this machine "
            r"\(`vlfront calibrate --bundle .+`\); verify=False \(C option verify=0\) skips this check")
-
-
-def resign(root, rel):
-    """List `rel`'s new size and sha256 in the manifest, as someone re-signing a tampered bundle would."""
-    manifest = json.loads((root / "manifest.json").read_text())
-    data = (root / rel).read_bytes()
-    manifest["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-
-
-def degrade_int8(root, factor=8.0):
-    """Multiply the weight scale of the int8 patch projection by `factor` (every channel) and re-sign."""
-    path = root / "patch_embed.int8.onnx"
-    model = onnx.load(str(path))
-    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0].endswith("weight_quantized"))
-    for init in model.graph.initializer:
-        if init.name == dq.input[1]:
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(factor), init.name))
-    path.write_bytes(model.SerializeToString())
-    resign(root, "patch_embed.int8.onnx")
 
 
 @pytest.fixture

@@ -38,3 +38,17 @@ def cpp_lib():
 @pytest.fixture(scope="session")
 def cpp_http_server_bin() -> pathlib.Path:
     return _built("examples/vlfront-http-server")
+
+
+@pytest.fixture(scope="module")
+def runtimes(cpp_lib, tiny_bundle):
+    """The Python and the C++ runtime on the tiny bundle, for parity tests: (py, cpp) (a module may override it)."""
+    from vlfront_ctypes import Runtime as CppRuntime
+
+    from vlfront.runtime import Runtime as PyRuntime
+
+    py = PyRuntime.load(tiny_bundle)
+    cpp = CppRuntime(cpp_lib, tiny_bundle)
+    yield py, cpp
+    cpp.close()
+    py.close()

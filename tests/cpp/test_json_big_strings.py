@@ -13,21 +13,11 @@ import numpy as np
 import pytest
 import skimage
 
-from vlfront.runtime import Runtime as PyRuntime
 import vlfront_ctypes
-from vlfront_ctypes import CppError, Runtime as CppRuntime
+from vlfront_ctypes import CppError
 
 DATA = pathlib.Path(skimage.__file__).parent / "data"
 BIG = 64 * 1024
-
-
-@pytest.fixture(scope="module")
-def runtimes(cpp_lib, tiny_bundle):
-    py = PyRuntime.load(tiny_bundle)
-    cpp = CppRuntime(cpp_lib, tiny_bundle)
-    yield py, cpp
-    cpp.close()
-    py.close()
 
 
 def process_json(cpp, body: str, monkeypatch) -> dict:

@@ -13,8 +13,7 @@ import pytest
 from PIL import Image
 
 from vlfront.errors import VlfrontError
-from vlfront.runtime import Runtime as PyRuntime
-from vlfront_ctypes import CppError, Runtime as CppRuntime
+from vlfront_ctypes import CppError
 
 FIELDS = json.loads((pathlib.Path(__file__).resolve().parents[2] / "runtime" / "openai_fields.json").read_text())
 
@@ -46,15 +45,6 @@ def fuzz_urls(n: int, seed: int = 0) -> list[str]:
                 url += "," + rng.choice(payloads)
         out.append(url)
     return out
-
-
-@pytest.fixture(scope="module")
-def runtimes(cpp_lib, tiny_bundle):
-    py = PyRuntime.load(tiny_bundle)
-    cpp = CppRuntime(cpp_lib, tiny_bundle)
-    yield py, cpp
-    cpp.close()
-    py.close()
 
 
 def outcome_py(py, req):

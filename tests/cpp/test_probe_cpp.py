@@ -1,63 +1,21 @@
 """The C++ runtime runs the same acceptance probe as Python, with the same rule and the same message."""
 
-import hashlib
 import json
 import re
 import shutil
 
-import numpy as np
-import onnx
 import pytest
-from onnx import numpy_helper
+from tampering import degrade_int8, resign
 from vlfront_ctypes import CppError, Runtime
 
 from vlfront.errors import BundleError
 from vlfront.runtime import Runtime as PyRuntime
 
 
-def _resign(root, rel):
-    manifest = json.loads((root / "manifest.json").read_text())
-    data = (root / rel).read_bytes()
-    manifest["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-
-
-def _degrade_int8(root, factor=8.0):
-    """The int8 patch projection's weight scales x `factor`, re-signed so that every hash passes."""
-    path = root / "patch_embed.int8.onnx"
-    model = onnx.load(str(path))
-    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0].endswith("weight_quantized"))
-    for init in model.graph.initializer:
-        if init.name == dq.input[1]:
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(factor), init.name))
-    path.write_bytes(model.SerializeToString())
-    _resign(root, "patch_embed.int8.onnx")
-
-
-@pytest.fixture(scope="module")
-def calibrated(tiny_bundle, tmp_path_factory):
-    from vlfront.calibration import calibrate_bundle
-
-    root = tmp_path_factory.mktemp("probe-cpp") / "tiny"
-    shutil.copytree(tiny_bundle, root)
-    calibrate_bundle(root, progress=_Quiet())
-    return root
-
-
-class _Quiet:
-    def say(self, text):
-        pass
-
-    def step(self, name):
-        import contextlib
-
-        return contextlib.nullcontext()
-
-
 @pytest.fixture
-def copy(calibrated, tmp_path):
+def copy(calibrated_bundle, tmp_path):
     root = tmp_path / "b"
-    shutil.copytree(calibrated, root)
+    shutil.copytree(calibrated_bundle, root)
     return root
 
 
@@ -67,13 +25,13 @@ def _shape(message):
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp16"])
-def test_cpp_loads_a_calibrated_variant_after_its_probe(cpp_lib, calibrated, precision):
-    with Runtime(cpp_lib, calibrated, backend="onnxruntime", precision=precision) as rt:
+def test_cpp_loads_a_calibrated_variant_after_its_probe(cpp_lib, calibrated_bundle, precision):
+    with Runtime(cpp_lib, calibrated_bundle, backend="onnxruntime", precision=precision) as rt:
         assert rt.get_int("hidden_size") > 0
 
 
 def test_cpp_refuses_a_degraded_int8_variant_with_pythons_message(cpp_lib, copy):
-    _degrade_int8(copy)
+    degrade_int8(copy)
     with pytest.raises(CppError) as cpp:
         Runtime(cpp_lib, copy, backend="onnxruntime", precision="int8")
     assert cpp.value.code == "BUNDLE"
@@ -88,7 +46,7 @@ def test_cpp_refuses_a_degraded_int8_variant_with_pythons_message(cpp_lib, copy)
 
 
 def test_cpp_verify_0_opts_out_with_a_warning(cpp_lib, copy, capfd):
-    _degrade_int8(copy)
+    degrade_int8(copy)
     with Runtime(cpp_lib, copy, backend="onnxruntime", precision="int8", verify=0) as rt:
         assert rt.get_int("hidden_size") > 0
     assert "served without its acceptance probe (verify=False)" in capfd.readouterr().err
@@ -103,7 +61,7 @@ def test_cpp_refuses_a_missing_or_tampered_probe(cpp_lib, copy):
     with pytest.raises(CppError, match="probe.safetensors sha256 .* tampered"):
         Runtime(cpp_lib, copy, backend="onnxruntime", precision="int8")
     (copy / "probe.safetensors").write_bytes(b"\xff" * 16)
-    _resign(copy, "probe.safetensors")
+    resign(copy, "probe.safetensors")
     with pytest.raises(CppError, match="probe.safetensors is not a valid safetensors file"):
         Runtime(cpp_lib, copy, backend="onnxruntime", precision="int8")
     manifest = json.loads((copy / "manifest.json").read_text())

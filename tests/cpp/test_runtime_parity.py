@@ -78,15 +78,6 @@ REQUESTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def runtimes(cpp_lib, tiny_bundle):
-    py = PyRuntime.load(tiny_bundle)
-    cpp = CppRuntime(cpp_lib, tiny_bundle)
-    yield py, cpp
-    cpp.close()
-    py.close()
-
-
 def assert_same(py_out, cpp_out):
     np.testing.assert_array_equal(cpp_out["input_ids"], py_out.input_ids)
     np.testing.assert_array_equal(cpp_out["attention_mask"], py_out.attention_mask)
