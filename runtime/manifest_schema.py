@@ -14,8 +14,8 @@ import re
 
 from vlfront.config import Config
 from vlfront.errors import BundleError, ConfigError
+from vlfront.runtime.json_guard import MAX_JSON_DEPTH as MAX_DEPTH, depth_exceeds  # noqa: F401 (re-exported)
 
-MAX_DEPTH = 64
 # config keys (SPEC 1.1): all required, none defaults. JSON kind of each.
 CONFIG_KEYS = {"hidden_size": "integer", "image_size": "integer", "patch_size": "integer",
                "vocab_rows": "integer", "max_seq_len": "integer", "max_text_tokens": "integer",
@@ -56,18 +56,6 @@ def json_kind(value) -> str:
 
 def is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def depth_exceeds(doc, limit: int = MAX_DEPTH) -> bool:
-    """Whether arrays/objects nest deeper than `limit` (iterative: no recursion on hostile input)."""
-    stack = [(doc, 1)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, (list, dict)):
-            if d > limit:
-                return True
-            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
-    return False
 
 
 def validate(manifest: dict, where: str) -> Config:
