@@ -386,6 +386,11 @@ def main(argv=None) -> None:
                    help="replicas: also time miss/hit with inputs_embeds bound to a system shared-memory region")
     p.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="Triton client for the throughput runs")
     a = p.parse_args(argv)
+    # The client's malloc as the servers' (runtime/memory.py): each answer is a fresh 3 MB buffer; without this
+    # every one is an mmap whose pages fault in (the same cost on hits and misses, and on every server).
+    from vlfront.runtime.memory import tune_malloc
+
+    tune_malloc()
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     base = photos(a.photo_mp)
