@@ -25,16 +25,18 @@ X-Num-Tokens (real tokens), X-Num-Images, X-Inputs-Embeds-Shape ("1,1024,768").
 
 Errors are JSON {"error": reason, "index": 0} (index: the request's position in the body, always 0
 here): 400 bad JSON or a bad request (the reason names message and item), 406 an Accept we cannot
-answer, 413 a body over --max-body-mb, 503 the batcher's queue is full (Retry-After: 1).
+answer, 413 a body over --max-body-mb, 503 (Retry-After: 1) the batcher's queue is full or
+--max-large-bodies bodies over --large-body-mb are already in flight. Those large bodies are
+parsed in --parse-workers processes, long texts cut there to what can be kept (docs/runtime.md).
 GET /healthz returns the runtime's stats (cache hits/misses, backend, precision) and batcher counts.
 """
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import io
 import logging
+import os
 
 import numpy as np
 import uvicorn
@@ -45,10 +47,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from vlfront.errors import QueueFullError, RequestError
-from vlfront.runtime import Batcher, Runtime, json_guard
+from vlfront.runtime import Batcher, Runtime
 from vlfront.runtime.fetch import Fetcher, FetchPolicy
 from vlfront.runtime.images import ImageLimits
 from vlfront.runtime.openai_compat import resolve_image_urls
+from vlfront.runtime.request_body import BodyRefused, ParserError, ParserPool, parse_body
+from vlfront.runtime.text_prefix import FULL_CHARS, prefix_chars
 
 try:
     from safetensors.numpy import save as safetensors_save
@@ -57,24 +61,22 @@ except ImportError:  # safetensors is an export dependency; without it only .npy
 
 NPY, SAFETENSORS = "application/x-npy", "application/x-safetensors"
 MiB = 1 << 20
-BODY_HINT = 'the body must be a JSON object {"messages": [...], "add_generation_prompt": true}'
 log = logging.getLogger("vlfront.server")
 
 
-class Refused(Exception):
+class Refused(BodyRefused):
     """An HTTP-level refusal (status, message) raised before the request reaches the runtime."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 def create_app(bundle, precision: str = "fp32", backend: str = "auto", max_batch: int = 8,
                max_wait_s: float = 0.005, max_queue: int = 256, max_body_bytes: int = 32 * MiB,
-               decode: str = "exact", cache: str | None = None) -> Starlette:
-    """The Starlette app; the runtime and batcher live from lifespan startup to shutdown.
+               decode: str = "exact", cache: str | None = None, parse_workers: int | None = None,
+               large_body_bytes: int = 2 * MiB, max_large_bodies: int = 4) -> Starlette:
+    """The Starlette app; the runtime, batcher and body parsers live from lifespan startup to shutdown.
 
-    `cache="redis://host:port/db"` shares visual tokens with other replicas (docs/triton.md)."""
+    `cache="redis://host:port/db"` shares visual tokens with other replicas (docs/triton.md).
+    Bodies over `large_body_bytes` are parsed in `parse_workers` processes (default: half the
+    CPUs, at least 1), at most `max_large_bodies` at once (more: 503); docs/runtime.md, "Large bodies"."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -82,38 +84,54 @@ def create_app(bundle, precision: str = "fp32", backend: str = "auto", max_batch
         runtime = Runtime.load(bundle, backend, precision, image_limits=ImageLimits(allow_paths=False), decode=decode,
                                cache=cache)
         batcher = Batcher(runtime, max_batch=max_batch, max_wait_s=max_wait_s, max_queue=max_queue)
-        app.state.runtime, app.state.batcher = runtime, batcher
+        tokenizer = runtime.tokenizer
+        keep = None  # texts cut by the parsers: only where encode_prefix is exact (text_prefix.CutText)
+        if getattr(tokenizer, "prefix_exact", False):
+            keep = max(prefix_chars(runtime.config.max_text_tokens, tokenizer.max_token_bytes), FULL_CHARS + 1)
+        parsers = ParserPool(parse_workers or max(1, (os.cpu_count() or 2) // 2), keep)
+        app.state.runtime, app.state.batcher, app.state.parsers = runtime, batcher, parsers
         try:
             yield
         finally:
             batcher.close()  # finishes what is queued, then stops its worker
+            parsers.close()
             runtime.close()
 
     app = Starlette(routes=[Route("/v1/embed", embed, methods=["POST"]), Route("/healthz", healthz)],
                     lifespan=lifespan, exception_handlers={405: method_not_allowed})
     app.state.max_body_bytes = max_body_bytes
+    app.state.large_body_bytes = large_body_bytes
+    app.state.large_bodies = LargeBodies(max_large_bodies)
     app.state.fetcher = None  # remote image URLs are refused unless main() (--fetch-allow-domain) sets a Fetcher
     return app
 
 
 async def embed(request: Request) -> Response:
+    state = request.app.state
+    large = state.large_bodies.slot()
     try:
         fmt = negotiate(request.headers.get("accept", ""))
         check_content_type(request.headers.get("content-type"))
-        body = await read_body(request, request.app.state.max_body_bytes)
-        # up to 32 MiB of JSON + base64, and any remote image downloads: off the loop
-        parsed = await asyncio.to_thread(parse_request, body, request.app.state.fetcher)
-        out = await request.app.state.batcher.embed(parsed)
-    except Refused as e:
-        return error(e.status, str(e))
+        chunks, size = await read_body(request, state.max_body_bytes, state.large_body_bytes, large)
+        if size > state.large_body_bytes:  # JSON + base64 (+ long texts cut) in a parser process
+            parsed = await state.parsers.parse(chunks)
+            await asyncio.to_thread(resolve_image_urls, parsed, state.fetcher)
+        else:  # up to a few MiB of JSON + base64, and any remote image downloads: off the loop
+            parsed = await asyncio.to_thread(parse_request, b"".join(chunks), state.fetcher)
+        large.release()  # the body is gone; what is left is ordinary request work
+        out = await state.batcher.embed(parsed)
+    except BodyRefused as e:
+        return error(e.status, str(e), e.headers)
     except RequestError as e:
         return error(400, e.reason)
-    except QueueFullError as e:
+    except (QueueFullError, ParserError) as e:
         return error(503, str(e), {"Retry-After": "1"})
     except ClientDisconnect:  # the client went away mid-upload: nobody to answer, nothing to trace
         client = request.client.host if request.client else "?"
         log.warning("client %s disconnected during its upload to /v1/embed; request dropped", client)
         return Response(status_code=400)
+    finally:
+        large.release()
     headers = {"X-Dropped-Tokens": str(out.dropped_tokens[0]), "X-Num-Tokens": str(int(out.attention_mask.sum())),
                "X-Num-Images": str(out.images_per_request[0]),
                "X-Inputs-Embeds-Shape": ",".join(map(str, out.inputs_embeds.shape))}
@@ -129,8 +147,10 @@ async def embed(request: Request) -> Response:
 
 async def healthz(request: Request) -> JSONResponse:
     batcher = request.app.state.batcher
+    parsers = request.app.state.parsers
     return JSONResponse({**request.app.state.runtime.stats(),
-                         "batcher": {"requests": batcher.requests, "batches": batcher.batches}})
+                         "batcher": {"requests": batcher.requests, "batches": batcher.batches},
+                         "parsers": {"pids": parsers.pids(), "parsed": parsers.parsed, "restarts": parsers.restarts}})
 
 
 def check_content_type(value: str | None) -> None:
@@ -159,49 +179,59 @@ def negotiate(accept: str) -> str:
     raise Refused(406, f"cannot answer Accept: {accept!r}; ask for {NPY} (the default) or {SAFETENSORS}")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+class LargeBodies:
+    """How many bodies over large_body_bytes may be held at once (each up to --max-body-mb)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.held = limit, 0
+
+    def slot(self) -> "LargeBodies.Slot":
+        return LargeBodies.Slot(self)
+
+    class Slot:
+        def __init__(self, owner: "LargeBodies"):
+            self.owner, self.taken = owner, False
+
+        def take(self, large: int) -> None:
+            if self.taken:
+                return
+            if self.owner.held >= self.owner.limit:  # the event loop's thread only: no lock needed
+                raise Refused(503, f"all {self.owner.limit} large-body slots are taken (bodies over {large} bytes "
+                                   "being received or parsed, --max-large-bodies); retry", {"Retry-After": "1"})
+            self.owner.held += 1
+            self.taken = True
+
+        def release(self) -> None:
+            if self.taken:
+                self.owner.held -= 1
+                self.taken = False
+
+
+async def read_body(request: Request, limit: int, large: int, slot: LargeBodies.Slot) -> tuple[list, int]:
+    """The body as a list of chunks and its size; a body over `large` bytes takes a large-body slot."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise Refused(413, f"the body has {declared} bytes, over the limit of {limit} (--max-body-mb)")
+    if declared.isdigit() and int(declared) > large:
+        slot.take(large)
     chunks, size = [], 0
     async for chunk in request.stream():  # also bounds chunked bodies, which declare no length
         size += len(chunk)
         if size > limit:
             raise Refused(413, f"the body is over the limit of {limit} bytes (--max-body-mb)")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        if size > large:
+            slot.take(large)
+        if chunk:
+            chunks.append(chunk)
+    return chunks, size
 
 
 def parse_request(body: bytes, fetcher: Fetcher | None = None) -> dict:
     """JSON body -> a runtime request, base64 images and image_url data URLs decoded to bytes, remote
     image URLs downloaded by `fetcher` when there is one; the runtime checks the rest."""
-    try:
-        request = json_guard.loads(body, "the body")  # UTF-8 and depth <= 64, worded as the C++ server
-    except json_guard.JsonRefused as e:
-        raise Refused(400, str(e)) from None
-    if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
-        raise Refused(400, BODY_HINT)
-    for m, message in enumerate(request["messages"]):
-        if isinstance(message, dict) and isinstance(message.get("content"), list):
-            message["content"] = [image_item(item, m, i) for i, item in enumerate(message["content"])]
+    request = parse_body(body)  # runtime/request_body.py: the same as the parser processes do
     resolve_image_urls(request, fetcher)  # OpenAI image_url items (docs/openai.md)
     return request
-
-
-def image_item(item, m: int, i: int):
-    """{"type": "image", "image_base64": s} -> {"type": "image", "image": bytes}; other items pass as they are."""
-    if not isinstance(item, dict) or item.get("type") != "image":
-        return item
-    where = f"message {m}, item {i}"
-    if set(item) != {"type", "image_base64"} or not isinstance(item["image_base64"], str):
-        raise RequestError(f"{where}: an image item here is exactly {{\"type\": \"image\", \"image_base64\": "
-                           f"\"<base64 of the encoded file>\"}}, got keys {sorted(map(str, item))}; file paths "
-                           "and URLs are not accepted (the server never opens files named by a client)")
-    try:
-        data = base64.b64decode(item["image_base64"], validate=True)
-    except ValueError as e:
-        raise RequestError(f"{where}: image_base64 is not valid base64 ({e})") from None
-    return {"type": "image", "image": data}
 
 
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -221,6 +251,10 @@ def main(argv=None) -> None:
     p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body before 413")
     p.add_argument("--decode", default="exact", choices=["exact", "fast"],
                    help="image decoding: exact (SPEC 1.4) or fast (DCT-scaled JPEG, docs/images.md)")
+    p.add_argument("--parse-workers", type=int, help="processes that parse large bodies (default: half the CPUs)")
+    p.add_argument("--large-body-mb", type=float, default=2.0,
+                   help="bodies over this are parsed in a parser process (docs/runtime.md, 'Large bodies')")
+    p.add_argument("--max-large-bodies", type=int, default=4, help="large bodies held at once before 503")
     p.add_argument("--cache", help="redis://host:port/db: a visual-token cache shared by replicas (docs/triton.md)")
     p.add_argument("--fetch-allow-domain", action="append", default=[], metavar="HOST",
                    help="download image_url http(s) URLs from HOST ('.example.com' adds subdomains); repeatable. "
@@ -231,7 +265,8 @@ def main(argv=None) -> None:
     p.add_argument("--fetch-max-mb", type=float, default=16.0, help="largest image downloaded")
     a = p.parse_args(argv)
     app = create_app(a.bundle, a.precision, a.backend, a.max_batch, a.max_wait_ms / 1000, a.max_queue,
-                     int(a.max_body_mb * MiB), a.decode, a.cache)
+                     int(a.max_body_mb * MiB), a.decode, a.cache, a.parse_workers, int(a.large_body_mb * MiB),
+                     a.max_large_bodies)
     if a.fetch_allow_domain:
         app.state.fetcher = Fetcher(FetchPolicy(tuple(a.fetch_allow_domain), a.fetch_allow_http,
                                                 timeout_s=a.fetch_timeout_s, deadline_s=a.fetch_deadline_s,

@@ -48,10 +48,19 @@ def loads(data: bytes, subject: str = "the body"):
         JsonRefused: not UTF-8, too deep, or not JSON (then the message is "<subject> is not
             valid JSON (<json's reason>)").
     """
+    return loads_text(decode(data, subject), subject)
+
+
+def decode(data: bytes, subject: str = "the body") -> str:
+    """The bytes as strict UTF-8 text (JsonRefused naming the first bad byte otherwise)."""
     try:
-        text = bytes(data).decode("utf-8")
+        return bytes(data).decode("utf-8")
     except UnicodeDecodeError as e:
         raise JsonRefused(f"{subject} is not valid UTF-8: byte 0x{data[e.start]:02x} at offset {e.start}") from None
+
+
+def loads_text(text: str, subject: str = "the body"):
+    """`loads` of text already decoded by `decode` (a caller can then drop the bytes first)."""
     try:
         value = json.loads(text)
     except RecursionError:  # deeper than the interpreter's limit, hence deeper than ours

@@ -54,7 +54,7 @@ from vlfront.config import (
 from vlfront.errors import ConfigError, RequestError, TokenizerError
 from vlfront.runtime import openai_compat
 from vlfront.runtime.images import DECODE_MODES, ImageLimits, ImageSource, image_value_error
-from vlfront.runtime.text_prefix import FULL_CHARS
+from vlfront.runtime.text_prefix import FULL_CHARS, CutText, text_length
 
 ROLES = ("system", "user", "assistant")
 TRUNCATION_POLICIES = ("truncate", "error")
@@ -278,9 +278,12 @@ class Processor:
             if kind != "text":
                 continue
             text, m = value
-            if encode_prefix is None or len(text) <= full_left:
+            if encode_prefix is None and isinstance(text, CutText):
+                raise RequestError(f"message {m}: a cut text (CutText) needs a tokenizer with encode_prefix; "
+                                   f"{type(self.tokenizer).__name__} has none: pass the whole text", index)
+            if encode_prefix is None or text_length(text) <= full_left:
                 run = _Run(self._encode(text))
-                full_left -= len(text) if encode_prefix is not None else 0
+                full_left -= text_length(text) if encode_prefix is not None else 0
             elif left == 0:
                 run = _Run()
                 run.more = True  # non-empty, so at least one token; all of it is dropped

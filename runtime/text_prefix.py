@@ -66,6 +66,49 @@ class NoCutError(ValueError):
     """A long text with no exact cut where its kept tokens end (see the module docstring)."""
 
 
+class CutText(str):
+    """The first characters of a longer NFC text, cut by a parser before the runtime saw the rest.
+
+    examples/server.py parses bodies over a few MiB in worker processes (runtime/request_body.py),
+    which send back only `prefix_chars(...)` characters of a longer text: `full_length` is the whole
+    text's length, and that whole text was checked there (valid Unicode, no NUL, NFC). encode_prefix
+    on it gives what it gives on the whole text, or raises CutTooShortError if it would ever need a
+    character past the cut; it never answers from characters it does not have.
+    """
+
+    full_length: int
+
+    def __new__(cls, prefix: str, full_length: int):
+        if not isinstance(prefix, str) or full_length <= len(prefix):
+            raise ValueError(f"CutText: a prefix of {len(prefix)} characters cannot stand for {full_length}")
+        self = super().__new__(cls, prefix)
+        self.full_length = full_length
+        return self
+
+    def __reduce__(self):
+        return CutText, (str(self), self.full_length)
+
+
+class CutTooShortError(RuntimeError):
+    """encode_prefix needed characters past a CutText's end (prefix_chars was too small): a bug, not bad input."""
+
+
+def text_length(text: str) -> int:
+    """len() of the text that `text` stands for: a CutText's full length, else len(text)."""
+    return text.full_length if isinstance(text, CutText) else len(text)
+
+
+def prefix_chars(limit: int, max_token_bytes: int, max_gap: int = MAX_GAP) -> int:
+    """How many leading characters of a text `encode_prefix(..., limit)` can ever read.
+
+    Each loop step reads characters below target + max_gap + 1; a step that does not return had
+    encoded a prefix of c characters into at most `limit` tokens, so c <= max_token_bytes * limit
+    (a character is at least a byte), and the next target is 2c. A text cut after this many
+    characters (a CutText) therefore gives the same result as the whole text.
+    """
+    return max(4 * (limit + 1), 64, 2 * max_token_bytes * limit) + max_gap + 1
+
+
 def first_cut(text: str, start: int, stop: int) -> int | None:
     """The first exact cut c with start <= c < stop (0 < c < len(text)), or None."""
     m = _CUT.search(text, max(start, 1), min(stop, len(text)))
@@ -73,13 +116,15 @@ def first_cut(text: str, start: int, stop: int) -> int | None:
 
 
 def encode_prefix(encode, text: str, limit: int, *, full_chars: int = FULL_CHARS,
-                  max_gap: int = MAX_GAP) -> tuple[list[int], bool]:
+                  max_gap: int = MAX_GAP, total: int | None = None) -> tuple[list[int], bool]:
     """The first tokens of `encode(text)` without encoding all of a long text.
 
     Args:
         encode: the tokenizer's encode of NFC text (the Qwen regex split, then BPE).
         text: NFC-normalized text.
         limit: how many leading tokens the caller may keep.
+        total: when `text` is only the first characters of a longer text (CutText), that text's
+            length; every decision that depends on the length uses it.
 
     Returns:
         (ids, complete): complete -> ids is all of encode(text); else ids is
@@ -88,12 +133,19 @@ def encode_prefix(encode, text: str, limit: int, *, full_chars: int = FULL_CHARS
     Raises:
         NoCutError: text over `full_chars` characters with no exact cut within
             `max_gap` characters of where the needed prefix ends.
+        CutTooShortError: `total` is given and the answer needs characters past len(text).
     """
-    n = len(text)
+    have = len(text)
+    n = have if total is None else total
+    if have < n and n <= full_chars:
+        raise CutTooShortError(f"a text of {n} characters is encoded in full here, but only {have} were kept")
     if n <= full_chars:
         return encode(text), True
     target = max(4 * (limit + 1), 64)
     while target < n:
+        if have < n and target + max_gap + 1 > have:
+            raise CutTooShortError(f"the cut after {have} of {n} characters is too short for limit={limit}: "
+                                   f"the search reads up to character {target + max_gap}")
         c = first_cut(text, target, target + max_gap + 1)
         if c is None:
             if target + max_gap + 1 >= n:
@@ -106,5 +158,7 @@ def encode_prefix(encode, text: str, limit: int, *, full_chars: int = FULL_CHARS
         if len(ids) > limit:
             return ids[:limit], False
         target = 2 * c
+    if have < n:  # unreachable: target < have < n all along
+        raise CutTooShortError(f"the whole text of {n} characters is needed, only {have} were kept")
     ids = encode(text)
     return (ids, True) if len(ids) <= limit else (ids[:limit], False)

@@ -28,6 +28,7 @@ replaced. This module imports neither torch nor onnx.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 
 from vlfront.config import NUM_ORDINARY_TOKENS, QWEN_PATTERN, SPECIAL_TOKENS, TOKENIZER_SIZE
 from vlfront.errors import TokenizerError
-from vlfront.runtime.text_prefix import FULL_CHARS, NoCutError, encode_prefix
+from vlfront.runtime.text_prefix import FULL_CHARS, CutText, NoCutError, encode_prefix
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -336,6 +337,11 @@ class Tokenizer:
         except UnicodeEncodeError:  # a lone surrogate: found only when it happens, to keep the hot path lean
             raise self._surrogate_error(text) from None
 
+    @functools.cached_property
+    def max_token_bytes(self) -> int:
+        """The longest ordinary token in bytes (text_prefix.prefix_chars bounds a cut with it)."""
+        return max(map(len, self._file.ranks), default=1)
+
     def encode_prefix(self, text: str, limit: int, *, full_chars: int = FULL_CHARS) -> tuple[list[int], bool]:
         """The first tokens of `encode(text)`, bounded work for a long text (runtime/text_prefix.py).
 
@@ -347,11 +353,15 @@ class Tokenizer:
             TokenizerError: `text` is not a str, holds a lone surrogate, or is a text over
                 FULL_CHARS characters whose kept tokens end inside a run with no exact cut.
         """
+        total = text.full_length if isinstance(text, CutText) else None
+        if total is not None and not self.prefix_exact:
+            raise TokenizerError("a cut text (CutText) needs a tokenizer with exact prefix cuts; this one "
+                                 f"has none ({_split_reason(self._file.doc)}): pass the whole text")
         try:
             normalized = self._normalize(text)
             if not self.prefix_exact:  # no proven cut: all of it (slow, exact)
                 return self._encode(normalized), True
-            return encode_prefix(self._encode, normalized, limit, full_chars=full_chars)
+            return encode_prefix(self._encode, normalized, limit, full_chars=full_chars, total=total)
         except UnicodeEncodeError:
             raise self._surrogate_error(text) from None
         except NoCutError as e:

@@ -87,3 +87,92 @@ def test_content_type(server, ctype, status):
     assert r.status_code == status, r.text
     if status == 415:
         assert r.json()["error"] == f"Content-Type {ctype!r} is not supported; send the body as application/json"
+
+
+# -- large bodies: parsed in parser processes, long texts cut there, at most max_large_bodies at once --
+
+@pytest.fixture(scope="module")
+def large_server(tiny_bundle):
+    """The server with bodies over 64 KiB parsed out of process and one such body at a time."""
+    app = _load_server_module().create_app(tiny_bundle, max_batch=4, max_wait_s=0.01,
+                                           large_body_bytes=64 << 10, max_large_bodies=1, parse_workers=1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                        timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.started
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        srv.should_exit = True
+        thread.join(15)
+        sock.close()
+    assert all(p.poll() is not None for p in app.state.parsers._procs), "parser processes stopped with the app"
+
+
+def _embed_headers(r) -> dict:
+    return {k: r.headers[k] for k in ("x-dropped-tokens", "x-num-tokens", "x-inputs-embeds-shape")}
+
+
+def test_a_large_body_is_answered_like_runtime_embed_of_the_whole_text(large_server, tiny_bundle):
+    import base64
+    import io
+
+    import numpy as np
+    import skimage
+
+    from vlfront.runtime import Runtime
+
+    url, app = large_server
+    photo = (pathlib.Path(skimage.__file__).parent / "data" / "rocket.jpg").read_bytes()
+    long_text = "A long question, 42 words or more? " * 9000  # 315,000 characters: cut in the parser
+    body = {"messages": [{"role": "user", "content": [
+        {"type": "image", "image_base64": base64.b64encode(photo).decode()},
+        {"type": "text", "text": long_text}]}, {"role": "user", "content": long_text}]}
+    parsed_before = app.state.parsers.parsed
+    r = httpx.post(f"{url}/v1/embed", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    assert app.state.parsers.parsed == parsed_before + 1  # it went through a parser process
+    with Runtime.load(tiny_bundle) as rt:
+        want = rt.embed([{"messages": [{"role": "user", "content": [{"type": "image", "image": photo},
+                                                                    {"type": "text", "text": long_text}]},
+                                       {"role": "user", "content": long_text}]}])
+    got = np.load(io.BytesIO(r.content), allow_pickle=False)
+    assert np.array_equal(got, want.inputs_embeds)
+    assert int(r.headers["x-dropped-tokens"]) == int(want.dropped_tokens[0]) > 0
+    # NUL past the cut: the whole text reaches the runtime and gets its message; a bad body its own
+    bad = httpx.post(f"{url}/v1/embed", json={"messages": [{"role": "user", "content": long_text + "\0"}]},
+                     timeout=60)
+    assert bad.status_code == 400
+    assert bad.json()["error"].endswith(f"text has a NUL character at position {len(long_text)}; NUL is refused "
+                                        "(C servers cut strings at NUL)")
+    deep = httpx.post(f"{url}/v1/embed", content=b"[" * 100_000 + b"]" * 100_000, timeout=60)
+    assert deep.status_code == 400 and deep.json()["error"] == "the body nests arrays/objects deeper than 64 levels"
+    assert httpx.post(f"{url}/v1/embed", json=GOOD, timeout=30).status_code == 200
+
+
+def test_large_bodies_over_the_limit_get_503_and_small_ones_pass(large_server):
+    url, app = large_server
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:  # holds the one large-body slot
+        s.sendall(b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 200000\r\n\r\n" + b'{"messages": [' + b" " * 1000)
+        deadline = time.monotonic() + 10
+        while app.state.large_bodies.held == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        big = {"messages": [{"role": "user", "content": "word " * 30_000}]}
+        r = httpx.post(f"{url}/v1/embed", json=big, timeout=30)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["error"].startswith("all 1 large-body slots are taken (bodies over 65536 bytes being received")
+        assert httpx.post(f"{url}/v1/embed", json=GOOD, timeout=30).status_code == 200  # small bodies pass
+    deadline = time.monotonic() + 10
+    while app.state.large_bodies.held and time.monotonic() < deadline:  # the aborted upload gave it back
+        time.sleep(0.02)
+    assert app.state.large_bodies.held == 0
+    assert httpx.post(f"{url}/v1/embed", json=big, timeout=60).status_code == 200

@@ -39,11 +39,38 @@ class Server:
     proc: subprocess.Popen
     port: int
 
+    def pids(self) -> list[int]:
+        """The server's process and its children (the Python server's body parsers)."""
+        out, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            for task in pathlib.Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    todo.extend(int(c) for c in (task / "children").read_text().split())
+                except OSError:
+                    pass
+        return out
+
     def rss_mb(self, key: str = "VmRSS") -> float:
-        for line in pathlib.Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """VmRSS (or VmHWM: each process's peak, summed: an upper bound of the peak) of all pids()."""
+        total = 0.0
+        for pid in self.pids():
+            try:
+                lines = pathlib.Path(f"/proc/{pid}/status").read_text().splitlines()
+            except OSError:
+                continue
+            total += next((int(ln.split()[1]) / 1024 for ln in lines if ln.startswith(key + ":")), 0.0)
+        return total
+
+    def reset_peak(self) -> bool:
+        """VmHWM := VmRSS in every process (False where the kernel does not allow it)."""
+        try:
+            for pid in self.pids():
+                pathlib.Path(f"/proc/{pid}/clear_refs").write_text("5")
+            return True
+        except OSError:
+            return False
 
     def stop(self) -> int | None:
         self.proc.terminate()
@@ -196,11 +223,8 @@ def lone_big_text(server: Server, mib: int = 30, repeats: int = 3) -> dict:
     runs = []
     for _ in range(repeats):
         before = server.rss_mb()
-        try:
-            pathlib.Path(f"/proc/{server.proc.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
-            peak_key = "VmHWM"
-        except OSError:
-            peak_key = "VmRSS"  # no reset: the growth is then what is left after the request
+        # no reset: the growth is then what is left after the request
+        peak_key = "VmHWM" if server.reset_peak() else "VmRSS"
         a = big_text(server.port, mib, body=body)
         runs.append({"status": a.status, "seconds": a.seconds, "rss_growth_mb": server.rss_mb(peak_key) - before})
     return {"mib": mib, "status": [r["status"] for r in runs],
