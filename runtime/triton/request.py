@@ -15,6 +15,8 @@ import base64
 import binascii
 import json
 
+import pybase64
+
 from vlfront.errors import RequestError
 from vlfront.runtime import json_guard
 
@@ -56,8 +58,8 @@ def _image_item(item, m: int, i: int):
             or not isinstance(item["image_base64"], str)):
         raise RequestError(f"{where}: an image item is exactly {{\"type\": \"image\", \"image_base64\": \"<base64 of "
                            f"the encoded file>\"}}, got keys {sorted(map(str, item))}")
-    try:  # = base64.b64decode(validate=True) (same accepted set), without its regex pass over the whole string
-        data = binascii.a2b_base64(item["image_base64"], strict_mode=True)
+    try:  # SIMD: 0.03 ms for a 3 MP JPEG's 0.66 MB of base64, base64.b64decode 1.7 ms (docs/triton.md)
+        data = pybase64.b64decode(item["image_base64"], validate=True)
     except (ValueError, binascii.Error) as e:
         raise RequestError(f"{where}: image_base64 is not valid base64 ({e})") from None
     return {"type": "image", "image": data}

@@ -71,3 +71,22 @@ def test_shared_cache_value_check_fuzz():
         got = cache._unpack(name, data)
         assert got is None or data == value
     assert cache.corrupt >= 490
+
+
+def test_request_parser_base64_is_strict_rfc4648():
+    """pybase64 decodes (SIMD); it accepts what base64.b64decode(validate=True) accepts, with the same bytes,
+    except padding after a complete quad, which it refuses."""
+    import base64
+    import os
+
+    def item(b64: str) -> bytes:
+        body = b'{"messages": [{"role": "user", "content": [{"type": "image", "image_base64": "%s"}]}]}' % b64.encode()
+        return parse_request(body)["messages"][0]["content"][0]["image"]
+
+    rng = random.Random(5)
+    for n in [0, 1, 2, 3, 4, 5, 64, 1000] + [rng.randrange(5000) for _ in range(20)]:
+        data = os.urandom(n)
+        assert item(base64.b64encode(data).decode()) == data
+    for bad in ["AAA", "A===", "AA=A", "AAAA=", "//B9=", "AAAA\\n", " AAAA", "AA-_", "AAA\u00e9"]:
+        with pytest.raises(RequestError, match="image_base64 is not valid base64"):
+            item(bad)
