@@ -13,6 +13,8 @@ import unicodedata
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vlfront.config import preset
 from vlfront.errors import RequestError
@@ -53,6 +55,24 @@ def test_a_cut_text_encodes_like_the_whole_text(qwen_tokenizer, name, limit):
     cut = CutText(full[:keep], len(full))
     whole = outcome(lambda: qwen_tokenizer.encode_prefix(text, limit, full_chars=0))
     assert outcome(lambda: qwen_tokenizer.encode_prefix(cut, limit, full_chars=0)) == whole
+
+
+PIECES = ["a", "Z", "'s", "’", "1", "٣", " ", "  ", "\t", "\n", "\r\n", "\u00a0", "\u3000", "\u200b", "!", "...",
+          "中", "，", "é", "e\u0301", "\u212a", "😀", "İ", "ß", "_", "word", "12345"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(unit=st.lists(st.sampled_from(PIECES), min_size=1, max_size=40).map("".join),
+       tail=st.lists(st.sampled_from(PIECES), max_size=20).map("".join), limit=st.integers(1, 600))
+def test_property_a_cut_text_encodes_like_the_whole_text(qwen_tokenizer, unit, tail, limit):
+    keep = keep_for(qwen_tokenizer, limit)
+    text = unit * (keep // len(unit) + 2) + tail  # over `keep` characters, so the cut is real
+    full = unicodedata.normalize("NFC", text)
+    if len(full) <= keep or not unicodedata.is_normalized("NFC", full[:keep]):
+        return
+    whole = outcome(lambda: qwen_tokenizer.encode_prefix(text, limit, full_chars=0))
+    assert outcome(lambda: qwen_tokenizer.encode_prefix(CutText(full[:keep], len(full)), limit,
+                                                        full_chars=0)) == whole
 
 
 def test_a_cut_too_short_refuses_instead_of_answering(qwen_tokenizer):
