@@ -205,3 +205,58 @@ def test_a_dead_parser_process_fails_its_body_alone_and_is_replaced():
     while any(p.poll() is None for p in pool._procs) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert all(p.poll() is not None for p in pool._procs), "close() leaves no parser process behind"
+
+
+# -- fuzz: any bytes give a request or our refusal, and a parser process answers the same ------------
+
+_VALID = json.dumps({"messages": [{"role": "user", "content": [
+    {"type": "image", "image_base64": "aGVsbG8gd29ybGQ="}, {"type": "text", "text": "héllo 中文 \\u0000"}]},
+    {"role": "assistant", "content": "plain"}], "add_generation_prompt": True}).encode()
+
+_bodies = st.one_of(
+    st.binary(max_size=600),
+    st.builds(lambda flips, cut: _mutate(_VALID, flips, cut),
+              st.lists(st.tuples(st.integers(0, len(_VALID) - 1), st.integers(0, 255)), max_size=6),
+              st.integers(0, len(_VALID))),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                 lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+                 max_leaves=30).map(lambda v: json.dumps({"messages": v}).encode()),
+)
+
+
+def _mutate(data: bytes, flips, cut: int) -> bytes:
+    out = bytearray(data[:cut] if cut else data)
+    for pos, value in flips:
+        if pos < len(out):
+            out[pos] = value
+    return bytes(out)
+
+
+def _parsed_here(body: bytes, keep=None):
+    try:
+        request = parse_body(body)
+    except (BodyRefused, RequestError) as e:
+        return type(e).__name__, str(e)
+    if keep:
+        cut_texts(request, keep)
+    return request
+
+
+@settings(max_examples=300, deadline=None)
+@given(_bodies)
+def test_property_any_body_is_a_request_or_our_refusal(body):
+    out = _parsed_here(body)  # anything else (a bare built-in) fails the test
+    assert isinstance(out, dict) and isinstance(out["messages"], list) or out[0] in ("BodyRefused", "RequestError")
+
+
+@pytest.fixture(scope="module")
+def pool():
+    p = ParserPool(workers=1, keep=FULL_CHARS + 1)
+    yield p
+    p.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_bodies)
+def test_property_a_parser_process_answers_what_parse_body_answers(pool, body):
+    assert outcome(lambda: pool.submit([body]).result(30)) == outcome(lambda: _parsed_here(body, pool.keep))
