@@ -65,3 +65,21 @@ def test_camera_photos_are_distinct_bytes_same_pixels():
         assert len(set(copies)) == 3
         px = [np.asarray(Image.open(io.BytesIO(c)).convert("RGB")) for c in copies]
         assert px[0].shape == (480, 640, 3) and all(np.array_equal(px[0], p) for p in px[1:])
+
+
+def test_limits_reducing_gap_rows_start_from_fast_mode():
+    """bench_limits' no-gap row is decode="fast" itself: its deviation is the deviation table's."""
+    from vlfront.runtime import bench_limits, bench_photos as bp
+    from vlfront.runtime.images import ImageSource
+
+    rows = bench_limits.reducing_gap(None, rounds=1, sizes=(1,))
+    assert {(r["kind"], r["reducing_gap"]) for r in rows} == {(k, g or 0.0) for k in ("upscaled", "tiled")
+                                                               for g in bench_limits.GAPS}
+    data = bp.camera_photo(1, "JPEG", bp.PHOTOS[0], seed=0, kind="upscaled")
+    exact, fast = ImageSource(data).decode(), ImageSource(data, decode="fast").decode()
+    base = next(r for r in rows if r["kind"] == "upscaled" and r["reducing_gap"] == 0.0)
+    assert base["max_abs"] >= int(np.abs(exact.astype(np.int16) - fast).max())
+    # 1 MP decodes at 1/2 (640x480): reducing_gap >= 1.5 leaves factor 1, the same pixels as no gap.
+    same = [r for r in rows if r["kind"] == "upscaled" and r["reducing_gap"] >= 1.5]
+    assert all((r["max_abs"], r["mean_abs"]) == (base["max_abs"], base["mean_abs"]) for r in same)
+    assert all(r["resize_ms"] > 0 for r in rows)
