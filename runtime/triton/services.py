@@ -222,8 +222,9 @@ def server_malloc_env() -> dict[str, str]:
     munmap: measured 3.1 ms of compute_output per response at 3 MB here, 1.6-2.0 ms with these settings
     (docs/triton.md). As GLIBC_TUNABLES, not MALLOC_*_ variables: the stub inherits the environment,
     and runtime/memory.py leaves a process alone that has MALLOC_*_ set; with tunables it still applies
-    its own (larger) trim threshold for image decoding in the stub. An environment that already sets
-    GLIBC_TUNABLES keeps its own.
+    its own (larger) trim threshold for image decoding in the stub (Debian's glibc 2.36 applies both
+    tunables in tritonserver but passes only the first on to its children; the stub's mallopt settles it
+    there). An environment that already sets GLIBC_TUNABLES keeps its own.
     """
     from vlfront.runtime.memory import MMAP_BYTES
 
