@@ -8,17 +8,15 @@ import importlib.util
 import io
 import pathlib
 import socket
-import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
 import skimage
-import uvicorn
 from safetensors.numpy import load as safetensors_load
 
 from vlfront.errors import QueueFullError
+from serving import uvicorn_serving
 from vlfront.runtime import Runtime
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
@@ -67,24 +65,8 @@ def rt(tiny_bundle):
 def server(tiny_bundle):
     """uvicorn serving examples/server.py in a thread, on a loopback socket bound to a free port."""
     app = server_mod.create_app(tiny_bundle, max_batch=8, max_wait_s=0.05)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))  # the socket is handed to uvicorn: no race for the port
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                        timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert srv.started, "uvicorn did not start within 30 s"
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        srv.should_exit = True
-        thread.join(15)
-        sock.close()
-    assert not thread.is_alive(), "uvicorn did not shut down within 15 s"
+    with uvicorn_serving(app) as (url, _, _):
+        yield url, app
     with pytest.raises(Exception, match="closed"):  # the lifespan closed the batcher
         app.state.batcher.submit({"messages": [{"role": "user", "content": "x"}]})
 

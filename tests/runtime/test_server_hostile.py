@@ -10,12 +10,11 @@ import importlib.util
 import logging
 import pathlib
 import socket
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
+from serving import uvicorn_serving
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 GOOD = {"messages": [{"role": "user", "content": "hello"}]}
@@ -31,24 +30,9 @@ def _load_server_module():
 @pytest.fixture(scope="module")
 def server(tiny_bundle):
     app = _load_server_module().create_app(tiny_bundle, max_batch=4, max_wait_s=0.01)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     # log_config=None: uvicorn's loggers propagate, so the test sees every line it logs
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="info",
-                                        timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert srv.started
-    try:
-        yield "127.0.0.1", port
-    finally:
-        srv.should_exit = True
-        thread.join(15)
-        sock.close()
+    with uvicorn_serving(app, log_config=None, log_level="info") as (_, host, port):
+        yield host, port
 
 
 def test_aborted_upload_is_one_log_line_not_a_traceback(server, caplog):
@@ -96,28 +80,9 @@ def large_server(tiny_bundle):
     """The server with bodies over 64 KiB parsed out of process and one such body at a time."""
     app = _load_server_module().create_app(tiny_bundle, max_batch=4, max_wait_s=0.01,
                                            large_body_bytes=64 << 10, max_large_bodies=1, parse_workers=1)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                        timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert srv.started
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        srv.should_exit = True
-        thread.join(15)
-        sock.close()
+    with uvicorn_serving(app) as (url, _, _):
+        yield url, app
     assert all(p.poll() is not None for p in app.state.parsers._procs), "parser processes stopped with the app"
-
-
-def _embed_headers(r) -> dict:
-    return {k: r.headers[k] for k in ("x-dropped-tokens", "x-num-tokens", "x-inputs-embeds-shape")}
 
 
 def test_a_large_body_is_answered_like_runtime_embed_of_the_whole_text(large_server, tiny_bundle):

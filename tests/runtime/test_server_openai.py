@@ -5,16 +5,14 @@ from __future__ import annotations
 import http.server
 import importlib.util
 import pathlib
-import socket
 import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
 import skimage
-import uvicorn
 
+from serving import uvicorn_serving
 from vlfront.runtime import Runtime
 from vlfront.runtime.fetch import Fetcher, FetchPolicy
 
@@ -62,21 +60,6 @@ def images():
     srv.server_close()
 
 
-def serve(app):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                        timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert srv.started, "uvicorn did not start within 30 s"
-    return srv, thread, sock, f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture(scope="module")
 def servers(tiny_bundle):
     """Two apps: the default (no fetcher) and one whose fetcher allows the loopback image server."""
@@ -84,12 +67,8 @@ def servers(tiny_bundle):
     fetching = server_mod.create_app(tiny_bundle)
     fetching.state.fetcher = Fetcher(FetchPolicy(("127.0.0.1", "localhost"), allow_http=True, allow_networks=("127.0.0.1/32",),
                                                  timeout_s=2.0, deadline_s=5.0))
-    running = [serve(plain), serve(fetching)]
-    yield running[0][3], running[1][3]
-    for srv, thread, sock, _ in running:
-        srv.should_exit = True
-        thread.join(15)
-        sock.close()
+    with uvicorn_serving(plain) as (plain_url, _, _), uvicorn_serving(fetching) as (fetching_url, _, _):
+        yield plain_url, fetching_url
 
 
 @pytest.fixture(scope="module")
