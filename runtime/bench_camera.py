@@ -14,8 +14,9 @@ noisy, shared machine loads them alike:
   when the C++ build exists (VLFRONT_CPP_BUILD, default build/cpp).
 
 Each row: median latency and the decode / patch_embed / fusion split (the
-reference row has only decode). Peak RSS is measured in separate processes
-(`peak_rss`), and the fast-vs-exact deviation by bench_photos.deviation.
+reference row has only decode). Every timed call starts after SETTLE_S of idle
+time. Peak RSS is measured in separate processes (`peak_rss`), and the
+fast-vs-exact deviation by bench_photos.deviation.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ from vlfront.runtime import bench_photos as bp
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STAGES = ("decode", "patch_embed", "fusion")
+# Idle time before each timed call, so that no side starts on a core still held by the side
+# before it: after the baseline's PyTorch ops, libgomp's threads spin for several ms (300,000
+# PAUSE turns), and the side after it in the rotation (always the same one) lost a core for that
+# long: 8 runtime decodes of 0.3 MP on 2 threads took 23.3 ms right after the baseline, 20.4 ms
+# 10 ms later, while 8 single-threaded reference calls took 37 ms either way (docs/images.md).
+SETTLE_S = 0.02
 
 
 def cpp_library() -> pathlib.Path:
@@ -171,6 +178,7 @@ def child_camera(bundle: str, precision: str, iterations: int, sizes: list[float
             names = list(sides)
             for it in range(iterations + 1):  # the first round warms up
                 for s in names[it % len(names):] + names[: it % len(names)]:
+                    time.sleep(SETTLE_S)
                     t0 = time.perf_counter()
                     t = sides[s](images)
                     if it:
