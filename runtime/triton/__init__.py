@@ -8,8 +8,8 @@
 
 from vlfront.runtime.triton.repository import (RepositoryOptions, TritonRepositoryError, validate_repository,
                                                write_repository)
-from vlfront.runtime.triton.request import encode_request, parse_request
+from vlfront.runtime.triton.request import encode_request, encode_request_images, parse_request
 from vlfront.runtime.triton.services import RedisServer, ServiceError, TritonServer
 
 __all__ = ["RepositoryOptions", "TritonRepositoryError", "write_repository", "validate_repository",
-           "encode_request", "parse_request", "TritonServer", "RedisServer", "ServiceError"]
+           "encode_request", "encode_request_images", "parse_request", "TritonServer", "RedisServer", "ServiceError"]

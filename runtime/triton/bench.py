@@ -18,6 +18,9 @@
    the same wait to hits and misses).
 3. The same workload with Redis killed half-way: the count of failed requests.
 
+--images-input tensor sends the replicas' photos in the `images` input instead of as image_base64
+(same photos, same JSON otherwise): what the base64 parse and its larger transfer cost.
+
 Results: a JSON file and a printed table; figures are medians over rounds.
 """
 
@@ -38,7 +41,7 @@ import urllib.request
 import numpy as np
 
 from vlfront.runtime.triton.repository import RepositoryOptions, write_repository
-from vlfront.runtime.triton.request import encode_request
+from vlfront.runtime.triton.request import encode_request, encode_request_images
 from vlfront.runtime.triton.services import RedisServer, TritonServer, free_port
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
@@ -62,11 +65,27 @@ def photos(mp: float | None = None) -> list[bytes]:
     return out
 
 
-def unique_bodies(n: int, base: list[bytes], start: int) -> list[bytes]:
-    """n request bodies, each with a photo whose bytes no earlier request had (a cache can never hit)."""
-    return [encode_request([{"role": "user", "content": [
+def unique_bodies(n: int, base: list[bytes], start: int, images_input: str = "base64") -> list:
+    """n request bodies, each with a photo whose bytes no earlier request had (a cache can never hit).
+
+    images_input "base64": JSON bytes with image_base64; "tensor": (JSON bytes, [the photo]) for the
+    `images` input, the JSON naming it by image_index."""
+    encode = encode_request_images if images_input == "tensor" else encode_request
+    return [encode([{"role": "user", "content": [
         {"type": "image", "image": base[i % len(base)] + b"vlfront-bench-%d" % (start + i)},
         {"type": "text", "text": "Describe this picture."}]}]) for i in range(n)]
+
+
+def triton_inputs(client_module, body) -> list:
+    """The InferInputs of one body from `unique_bodies`: `request`, and `images` when it has files."""
+    json_body, files = body if isinstance(body, tuple) else (body, None)
+    inp = client_module.InferInput("request", [1, 1], "BYTES")
+    inp.set_data_from_numpy(np.array([[json_body]], dtype=object))
+    if files is None:
+        return [inp]
+    images = client_module.InferInput("images", [1, len(files)], "BYTES")
+    images.set_data_from_numpy(np.array([files], dtype=object))
+    return [inp, images]
 
 
 class TritonClient:
@@ -81,9 +100,7 @@ class TritonClient:
         c = getattr(self.local, "client", None)
         if c is None:
             c = self.local.client = self.http.InferenceServerClient(self.url)
-        inp = self.http.InferInput("request", [1, 1], "BYTES")
-        inp.set_data_from_numpy(np.array([[body]], dtype=object))
-        return c.infer("vlfront", [inp]).as_numpy("inputs_embeds")
+        return c.infer("vlfront", triton_inputs(self.http, body)).as_numpy("inputs_embeds")
 
 
 class TritonGrpcClient:
@@ -98,9 +115,7 @@ class TritonGrpcClient:
         c = getattr(self.local, "client", None)
         if c is None:
             c = self.local.client = self.grpc.InferenceServerClient(self.url)
-        inp = self.grpc.InferInput("request", [1, 1], "BYTES")
-        inp.set_data_from_numpy(np.array([[body]], dtype=object))
-        return c.infer("vlfront", [inp]).as_numpy("inputs_embeds")
+        return c.infer("vlfront", triton_inputs(self.grpc, body)).as_numpy("inputs_embeds")
 
 
 class StarletteClient:
@@ -241,12 +256,10 @@ class ShmGrpcClient:
         self.client.unregister_system_shared_memory(name)
         self.client.register_system_shared_memory(name, self.key, nbytes)
 
-    def __call__(self, body: bytes, shape, dtype) -> np.ndarray:
-        inp = self.grpc.InferInput("request", [1, 1], "BYTES")
-        inp.set_data_from_numpy(np.array([[body]], dtype=object))
+    def __call__(self, body, shape, dtype) -> np.ndarray:
         out = self.grpc.InferRequestedOutput("inputs_embeds")
         out.set_shared_memory(self.name, self.nbytes)
-        self.client.infer("vlfront", [inp], outputs=[out])
+        self.client.infer("vlfront", triton_inputs(self.grpc, body), outputs=[out])
         return self.shm.get_contents_as_numpy(self.handle, dtype, shape)
 
     def close(self) -> None:
@@ -257,7 +270,7 @@ class ShmGrpcClient:
 
 
 def replicas(bundle, out: pathlib.Path, base, images: int, kill_redis: bool, output_dtype: str = "float32",
-             model_stats: bool = False, shm: bool = False) -> dict:
+             model_stats: bool = False, shm: bool = False, images_input: str = "base64") -> dict:
     """The round-robin workload. With model_stats, each image also gets a fresh copy sent to B (a miss
     at B), and B's Triton statistics are read around each of B's requests: the model-level miss and
     cross-replica hit on the same replica. With shm, the same miss/cross-hit pair is repeated with
@@ -271,10 +284,10 @@ def replicas(bundle, out: pathlib.Path, base, images: int, kill_redis: bool, out
         with TritonServer(repo) as a, TritonServer(repo) as b:
             ca, cb = TritonGrpcClient(a.grpc_url), TritonGrpcClient(b.grpc_url)
             tag = int(time.time())
-            bodies = [unique_bodies(1, base, tag * 1000 + i)[0] for i in range(images)]
-            fresh = [unique_bodies(1, base, tag * 1000 + 20_000 + i)[0] for i in range(images)]
-            shm_bodies = [unique_bodies(1, base, tag * 1000 + 30_000 + i)[0] for i in range(images)]
-            for warm in unique_bodies(4, base, tag * 1000 + 10_000):
+            bodies = [unique_bodies(1, base, tag * 1000 + i, images_input)[0] for i in range(images)]
+            fresh = [unique_bodies(1, base, tag * 1000 + 20_000 + i, images_input)[0] for i in range(images)]
+            shm_bodies = [unique_bodies(1, base, tag * 1000 + 30_000 + i, images_input)[0] for i in range(images)]
+            for warm in unique_bodies(4, base, tag * 1000 + 10_000, images_input):
                 ref = ca(warm)
                 cb(warm)
             stats_b = ModelStats(b.grpc_url) if model_stats else None
@@ -306,6 +319,7 @@ def replicas(bundle, out: pathlib.Path, base, images: int, kill_redis: bool, out
             shm_res = _shm_pair(ca, cb, a, b, shm_bodies, ref) if shm and not kill_redis else None
     med = {k: statistics.median(v) if v else None for k, v in lat.items()}
     res = {"images": images, "requests": sum(len(v) for v in lat.values()) + errors, "output_dtype": output_dtype,
+           "images_input": images_input,
            "errors": errors, "redis_killed_at": images // 2 if kill_redis else None, "p50_ms": med}
     if not kill_redis:
         res["cross_replica_hit_rate"] = hits / images
@@ -348,7 +362,7 @@ def _shm_pair(ca, cb, a, b, bodies, ref: np.ndarray) -> dict:
     return {"p50_ms": med, "hit_speedup": med["miss"] / med["cross_hit"], "checked_equal": True}
 
 
-def runtime_replicas(bundle, base, images: int) -> dict:
+def runtime_replicas(bundle, base, images: int, images_input: str = "base64") -> dict:
     """The same round-robin workload on two Runtime objects sharing one Redis, without Triton in between:
     what the cache saves inside a replica (Triton adds the same transport cost to hits and misses)."""
     from vlfront.runtime import Runtime
@@ -357,8 +371,8 @@ def runtime_replicas(bundle, base, images: int) -> dict:
     with RedisServer(maxmemory="512mb") as rs:
         a, b = (Runtime.load(bundle, cache=rs.url) for _ in range(2))
         lat = {"miss": [], "cross_hit": [], "local_hit": []}
-        for body in unique_bodies(images, base, int(time.time()) * 1000 + 50_000):
-            req = parse_request(body)
+        for body in unique_bodies(images, base, int(time.time()) * 1000 + 50_000, images_input):
+            req = parse_request(body[0], images=body[1]) if isinstance(body, tuple) else parse_request(body)
             for kind, rt in (("miss", a), ("cross_hit", b), ("local_hit", a)):
                 t0 = time.perf_counter()
                 rt.embed([req])
@@ -384,6 +398,8 @@ def main(argv=None) -> None:
                    help="camera-size photos of this many megapixels instead of the native samples")
     p.add_argument("--shm", action="store_true",
                    help="replicas: also time miss/hit with inputs_embeds bound to a system shared-memory region")
+    p.add_argument("--images-input", default="base64", choices=["base64", "tensor"],
+                   help="replicas: photos as image_base64 in the JSON (the SPEC body) or in the `images` input tensor")
     p.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="Triton client for the throughput runs")
     a = p.parse_args(argv)
     # The client's malloc as the servers' (runtime/memory.py): each answer is a fresh 3 MB buffer; without this
@@ -395,7 +411,7 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     base = photos(a.photo_mp)
     parts = set(a.parts.split(","))
-    result = {"protocol": a.protocol, "photo_mp": a.photo_mp or "native samples", "note": "medians over rounds; the machine is shared with other jobs"}
+    result = {"protocol": a.protocol, "photo_mp": a.photo_mp or "native samples", "images_input": a.images_input, "note": "medians over rounds; the machine is shared with other jobs"}
     if "throughput" in parts:
         result.update(_throughput_part(a, out, base))
     if "replicas" in parts:
@@ -423,11 +439,12 @@ def _throughput_part(a, out, base) -> dict:
 
 
 def _replicas_part(a, out, base) -> dict:
-    print("[bench-triton] two replicas, one Redis", flush=True)
+    print(f"[bench-triton] two replicas, one Redis (photos as {a.images_input})", flush=True)
     shared = replicas(a.bundle, out, base, a.images, kill_redis=False, output_dtype=a.replica_output_dtype,
-                      model_stats=True, shm=a.shm)
-    killed = replicas(a.bundle, out, base, a.images, kill_redis=True, output_dtype=a.replica_output_dtype)
-    inside = runtime_replicas(a.bundle, base, a.images)
+                      model_stats=True, shm=a.shm, images_input=a.images_input)
+    killed = replicas(a.bundle, out, base, a.images, kill_redis=True, output_dtype=a.replica_output_dtype,
+                      images_input=a.images_input)
+    inside = runtime_replicas(a.bundle, base, a.images, a.images_input)
     print(f"replicas: cross-replica hit rate {shared['cross_replica_hit_rate']:.2f}, p50 miss "
           f"{shared['p50_ms']['miss']:.1f} ms, cross-replica hit {shared['p50_ms']['cross_hit']:.1f} ms "
           f"({shared['hit_speedup']:.1f}x), local hit {shared['p50_ms']['local_hit']:.1f} ms")

@@ -73,13 +73,27 @@ class VlfrontModel:
         if tensor is None:
             return RequestError('the input "request" is missing')
         elements = tensor.as_numpy().reshape(-1)
+        images = self._images(request, len(elements))
+        if isinstance(images, RequestError):
+            return images
         rows = []
         for j, raw in enumerate(elements):
             try:
-                rows.append(parse_request(raw, self.max_request_bytes))
+                rows.append(parse_request(raw, self.max_request_bytes, None if images is None else images[j]))
             except RequestError as e:
                 return RequestError(f"element {j}: {e.reason}" if len(elements) > 1 else e.reason)
         return rows
+
+    def _images(self, request, n: int):
+        """Rows of the optional `images` input (encoded files), one per element of `request`, or None."""
+        tensor = self.pb.get_input_tensor_by_name(request, "images")
+        if tensor is None:
+            return None
+        files = tensor.as_numpy()
+        if files.ndim != 2 or files.shape[0] != n:
+            return RequestError(f'the "images" input has shape {list(files.shape)}; it needs [{n}, k]: one row of '
+                                'k encoded files per element of "request" (pad shorter rows with empty elements)')
+        return [list(row) for row in files]
 
     def _response(self, outs: list):
         def rows(name):  # one element (the usual case): its row as it is, no copy

@@ -25,6 +25,9 @@ import shutil
 from vlfront.errors import VlfrontError
 from vlfront.runtime.bundle import Bundle
 
+# `request`: one SPEC request as JSON per element; `images` (optional): the encoded files that its image
+# items {"type": "image", "image_index": j} name, one row per element (runtime/triton/request.py).
+INPUTS = [("request", "TYPE_STRING", [1]), ("images", "TYPE_STRING", [-1], True)]
 TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "uint8": "TYPE_UINT8"}
 
 MODEL_PY = '''"""Triton python-backend model written by `vlfront triton`; the logic is vlfront.runtime.triton.model."""
@@ -121,7 +124,7 @@ def write_repository(bundle, out, options: RepositoryOptions | None = None, *, f
               "output_dtype": opts.output_dtype, "threads": str(opts.threads), "cache": opts.cache or "",
               "python_site": site_dir}
     outputs = _outputs(cfg, opts.output_dtype, batched=True)
-    _write_model(model_dir, _config(opts.name, "python", opts.max_batch, [("request", "TYPE_STRING", [1])],
+    _write_model(model_dir, _config(opts.name, "python", opts.max_batch, INPUTS,
                                     outputs, params, "KIND_CPU", opts.instances,
                                     dynamic=opts.max_queue_delay_us), "vlfront.runtime.triton.model.VlfrontModel")
     if opts.layout == "ensemble":
@@ -141,7 +144,11 @@ def _outputs(cfg, output_dtype: str, batched: bool) -> list:
 
 
 def _tensors(kind: str, tensors: list) -> str:
-    body = ",\n".join(f'  {{ name: "{n}" data_type: {t} dims: [ {", ".join(map(str, d))} ] }}' for n, t, d in tensors)
+    """(name, type, dims) or (name, type, dims, optional) -> a config.pbtxt input/output list."""
+    def one(n, t, d, optional=False):
+        return f'  {{ name: "{n}" data_type: {t} dims: [ {", ".join(map(str, d))} ]{" optional: true" if optional else ""} }}'
+
+    body = ",\n".join(one(*tensor) for tensor in tensors)
     return f"{kind} [\n{body}\n]\n"
 
 

@@ -20,7 +20,9 @@ def test_cli_writes_a_single_model_repository(tiny_bundle, tmp_path):
     assert m.backend == "python" and m.max_batch_size == 16
     assert m.instance_group[0].kind == m.instance_group[0].KIND_CPU and m.instance_group[0].count == 3
     assert m.HasField("dynamic_batching")
-    assert [i.name for i in m.input] == ["request"] and m.input[0].data_type == pb.TYPE_STRING
+    assert [i.name for i in m.input] == ["request", "images"]
+    assert m.input[0].data_type == pb.TYPE_STRING and list(m.input[0].dims) == [1] and not m.input[0].optional
+    assert m.input[1].data_type == pb.TYPE_STRING and list(m.input[1].dims) == [-1] and m.input[1].optional
     outs = {o.name: (o.data_type, list(o.dims)) for o in m.output}
     assert outs["inputs_embeds"] == (pb.TYPE_FP16, [1024, 64])
     assert outs["dropped_tokens"][1] == [1] and outs["input_ids"][1] == [1024]

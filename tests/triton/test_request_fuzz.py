@@ -10,7 +10,7 @@ import pytest
 from triton_helpers import chat, random_png
 from vlfront.errors import RequestError
 from vlfront.runtime.shared_cache import SharedCache
-from vlfront.runtime.triton.request import encode_request, parse_request
+from vlfront.runtime.triton.request import encode_request, encode_request_images, parse_request
 
 
 def mutations(seed: bytes, n: int, rng: random.Random):
@@ -90,3 +90,15 @@ def test_request_parser_base64_is_strict_rfc4648():
     for bad in ["AAA", "A===", "AA=A", "AAAA=", "//B9=", "AAAA\\n", " AAAA", "AA-_", "AAA\u00e9"]:
         with pytest.raises(RequestError, match="image_base64 is not valid base64"):
             item(bad)
+
+
+def test_request_parser_images_input():
+    body, files = encode_request_images(chat(random_png(2, 8), "indexed"))
+    assert parse_request(body, images=files)["messages"][0]["content"][0] == {"type": "image", "image": files[0]}
+    item = b'{"messages": [{"role": "user", "content": [{"type": "image", "image_index": %s}]}]}'
+    for index, reason in [(b"-1", "image_index -1 is out of range"), (b"9" * 4000, "image_index of 4000 digits is out"),
+                          (b"0.0", "an image_index of type float"), (b'"0"', "an image_index of type str")]:
+        with pytest.raises(RequestError, match=reason):
+            parse_request(item % index, images=[b"x"])
+    with pytest.raises(RequestError, match='element 0 of the "images" input is NoneType, not bytes'):
+        parse_request(item % b"0", images=[None])

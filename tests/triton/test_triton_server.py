@@ -13,6 +13,7 @@ import pytest
 from triton_helpers import OUTPUTS, assert_same, chat, expect, infer, random_png, triton_or_skip
 from vlfront.runtime import Runtime
 from vlfront.runtime.triton import RepositoryOptions, TritonServer, encode_request, write_repository
+from vlfront.runtime.triton.request import encode_request_images
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient comes with `make setup`")
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient comes with `make setup`")
@@ -203,3 +204,72 @@ def test_server_runs_with_heap_kept_response_buffers(server):
     assert server_malloc_env() == {"GLIBC_TUNABLES": tunables}
     # Debian's glibc 2.36 applies both, then rewrites the variable that children see to its first entry.
     assert any(e.startswith(f"GLIBC_TUNABLES=glibc.malloc.mmap_threshold={MMAP_BYTES}".encode()) for e in environ)
+
+
+def infer_with_images(server, rows: list[bytes], files: list[list[bytes]], protocol: str) -> dict:
+    """One Triton request: `request` [k, 1] and `images` [k, n] (rows of encoded files)."""
+    mod = httpclient if protocol == "http" else grpcclient
+    client = mod.InferenceServerClient(server.http_url if protocol == "http" else server.grpc_url)
+    req = mod.InferInput("request", [len(rows), 1], "BYTES")
+    req.set_data_from_numpy(np.array([[r] for r in rows], dtype=object))
+    images = mod.InferInput("images", [len(files), len(files[0])], "BYTES")
+    images.set_data_from_numpy(np.array(files, dtype=object))
+    try:
+        result = client.infer("vlfront", [req, images], outputs=[mod.InferRequestedOutput(n) for n in OUTPUTS])
+    finally:
+        client.close()
+    return {n: result.as_numpy(n) for n in OUTPUTS}
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_images_input_is_bitwise_equal_to_runtime_embed(server, reference, photo_bytes, protocol):
+    """Photos in the `images` input, named by image_index: the same outputs as the runtime (and as base64)."""
+    one = chat(photo_bytes[0], "one photo")
+    body, files = encode_request_images(one)
+    assert json_items(body) == [{"type": "image", "image_index": 0}, {"type": "text", "text": "one photo"}]
+    assert_same(infer_with_images(server, [body], [files], protocol), expect(reference, one))
+    # Two photos, listed in the other order than they appear: the index decides.
+    two = [{"role": "user", "content": [{"type": "image", "image": photo_bytes[1]}, {"type": "text", "text": "and"},
+                                        {"type": "image", "image": photo_bytes[2]}]}]
+    body = (b'{"messages": [{"role": "user", "content": [{"type": "image", "image_index": 1}, {"type": "text", '
+            b'"text": "and"}, {"type": "image", "image_index": 0}]}]}')
+    assert_same(infer_with_images(server, [body], [[photo_bytes[2], photo_bytes[1]]], protocol),
+                expect(reference, two))
+    # Two elements, rows padded with an empty element that no item names.
+    chats = [chat(photo_bytes[3], "row 0"), chat(None, "row 1, text only")]
+    rows = [encode_request_images(c) for c in chats]
+    got = infer_with_images(server, [b for b, _ in rows], [rows[0][1], [b""]], protocol)
+    want = reference.embed(chats)
+    assert np.array_equal(got["inputs_embeds"], want.inputs_embeds)
+    assert np.array_equal(got["input_ids"], want.input_ids)
+
+
+def json_items(body: bytes) -> list:
+    import json
+
+    return json.loads(body)["messages"][0]["content"]
+
+
+@pytest.mark.parametrize("rows, files, reason", [
+    ([b'{"messages": [{"role": "user", "content": [{"type": "image", "image_index": 1}]}]}'], [[b"x"]],
+     'image_index 1 is out of range: this element\'s row of the "images" input has 1 elements'),
+    ([b'{"messages": [{"role": "user", "content": [{"type": "image", "image_index": true}]}]}'], [[b"x"]],
+     "an image_index of type bool"),
+    ([b'{"messages": [{"role": "user", "content": [{"type": "image", "image_index": 0, "x": 1}]}]}'], [[b"x"]],
+     "got keys ['image_index', 'type', 'x']"),
+    ([b'{"messages": [{"role": "user", "content": [{"type": "image", "image_index": 0}]}]}'], [[b""]],
+     "empty (0 bytes)"),
+    ([b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}]}'] * 2, [[b"x", b"y"]],
+     "batch size does not match other inputs"),  # Triton's own check, before the model (ours backs it up)
+])
+def test_a_bad_images_input_fails_alone_with_our_message(server, reference, rows, files, reason):
+    with pytest.raises(InferenceServerException, match=re.escape(reason)):
+        infer_with_images(server, rows, files, "grpc")
+    good = chat(random_png(91), "after a bad images input")
+    assert_same(infer(server, encode_request(good), "http"), expect(reference, good))
+
+
+def test_image_index_without_the_images_input_is_refused(server):
+    body = b'{"messages": [{"role": "user", "content": [{"type": "image", "image_index": 0}]}]}'
+    with pytest.raises(InferenceServerException, match='which this request does not have'):
+        infer(server, body, "http")
