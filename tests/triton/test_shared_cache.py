@@ -188,3 +188,46 @@ def test_bad_urls_are_refused_with_our_error(tiny_bundle):
     for url in ("redis://", "redis://host:notaport/0", "redis://h:1/db", 6379):
         with pytest.raises(SharedCacheError, match="cache="):
             SharedCache(url, b"ns", (2, 2), (2, 2, 3))
+
+
+class _Trickle:
+    """A socket that hands out its bytes a few at a time (as a slow network does)."""
+
+    def __init__(self, data: bytes, step: int):
+        self.data, self.step = memoryview(data), step
+
+    def recv(self, n: int) -> bytes:
+        out, self.data = bytes(self.data[: min(n, self.step)]), self.data[min(n, self.step):]
+        return out
+
+    def recv_into(self, buf) -> int:
+        k = min(len(buf), self.step, len(self.data))
+        buf[:k] = self.data[:k]
+        self.data = self.data[k:]
+        return k
+
+
+@pytest.mark.parametrize("step", [1, 7, 1 << 20])
+def test_mget_reply_reader_reads_values_and_nils_in_any_chunking(step):
+    from vlfront.runtime.shared_cache import _MgetReply
+
+    big = bytes(range(256)) * 300
+    reply = b"*4\r\n$3\r\nabc\r\n$-1\r\n_\r\n$%d\r\n%s\r\n" % (len(big), big)
+    assert _MgetReply(_Trickle(reply, step), 1 << 20).read(4) == [b"abc", None, None, big]
+
+
+@pytest.mark.parametrize("reply, reason", [
+    (b"-ERR wrong\r\n", "Redis answered MGET with an error: ERR wrong"),
+    (b"*2\r\n$1\r\na\r\n", "unexpected reply"),  # an array of another length
+    (b"*1\r\n:5\r\n", "unexpected bulk header"),
+    (b"*1\r\n$99999999\r\n", "unexpected bulk header"),  # over the bound on a value's size
+    (b"*1\r\n$3\r\nabcd\r\n", "does not end in CRLF"),
+    (b"*1\r\n$1\r\na\r\n+OK\r\n", "bytes after the MGET reply"),
+    (b"*1\r\n" + b"x" * 100, "no CRLF"),
+    (b"*1\r\n$5\r\nab", "closed the connection"),
+])
+def test_mget_reply_reader_refuses_what_mget_does_not_answer(reply, reason):
+    from vlfront.runtime.shared_cache import _MgetReply
+
+    with pytest.raises(ConnectionError, match=reason):
+        _MgetReply(_Trickle(reply, 1 << 20), 1000).read(1)
