@@ -1,6 +1,8 @@
 """Dynamic batching for servers: many threads (or coroutines) submit single requests;
 one worker thread groups them into batches of at most `max_batch`, waiting at
-most `max_wait_s` for a batch to fill. One bad request fails alone.
+most `max_wait_s` for a batch to fill. One bad request fails alone. A request with
+more than HEAVY_TEXT_CHARS characters of text runs alone on a second worker, so that
+its text work never holds up a batch of small ones (the C++ Batcher does the same).
 """
 
 from __future__ import annotations
@@ -14,6 +16,25 @@ from concurrent.futures import Future
 from vlfront.errors import QueueFullError, VlfrontError
 
 _STOP = object()
+HEAVY_TEXT_CHARS = 1 << 20
+
+
+def is_heavy(request) -> bool:
+    """More than HEAVY_TEXT_CHARS characters of text (str content and text items; anything malformed: no)."""
+    messages = request.get("messages") if isinstance(request, dict) else request
+    if not isinstance(messages, (list, tuple)):
+        return False
+    total = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        items = [content] if isinstance(content, str) else content if isinstance(content, (list, tuple)) else ()
+        for item in items:
+            text = item if isinstance(item, str) else item.get("text") if isinstance(item, dict) else None
+            if isinstance(text, str):
+                total += len(text)
+                if total > HEAVY_TEXT_CHARS:
+                    return True
+    return False
 
 
 class Batcher:
@@ -32,13 +53,17 @@ class Batcher:
         self.runtime = runtime
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self.output_dtype = output_dtype
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._queue: queue.Queue = queue.Queue()
+        self._heavy: queue.Queue = queue.Queue()
+        self._waiting = 0  # in both queues, bounded by max_queue
         self._closed = False
         self._lock = threading.Lock()
         self.batches = 0
         self.requests = 0
         self._worker = threading.Thread(target=self._loop, name="vlfront-batcher", daemon=True)
+        self._heavy_worker = threading.Thread(target=self._heavy_loop, name="vlfront-batcher-heavy", daemon=True)
         self._worker.start()
+        self._heavy_worker.start()
 
     def submit(self, request) -> Future:
         """Queue one request; the Future resolves to an EmbedOutput (B=1) or raises its RequestError.
@@ -48,14 +73,15 @@ class Batcher:
             VlfrontError: the batcher is closed.
         """
         future: Future = Future()
+        lane = self._heavy if is_heavy(request) else self._queue
         with self._lock:
             if self._closed:
                 raise VlfrontError("Batcher is closed; create a new one")
-            try:
-                self._queue.put_nowait((request, future))
-            except queue.Full:
+            if self._waiting >= self.max_queue:
                 raise QueueFullError(f"batcher queue is full ({self.max_queue} requests waiting); "
-                                     "retry later or raise max_queue") from None
+                                     "retry later or raise max_queue")
+            self._waiting += 1
+            lane.put_nowait((request, future))
         return future
 
     async def embed(self, request):
@@ -69,8 +95,10 @@ class Batcher:
                 return
             self._closed = True
         self._queue.put(_STOP)
+        self._heavy.put(_STOP)
         if wait:
             self._worker.join()
+            self._heavy_worker.join()
 
     def __enter__(self) -> "Batcher":
         return self
@@ -98,7 +126,13 @@ class Batcher:
                 batch.append(item)
             self._run(batch)
 
+    def _heavy_loop(self) -> None:
+        while (item := self._heavy.get()) is not _STOP:
+            self._run([item])
+
     def _run(self, batch: list) -> None:
+        with self._lock:
+            self._waiting -= len(batch)
         live = [(r, f) for r, f in batch if f.set_running_or_notify_cancel()]
         if not live:
             return

@@ -113,6 +113,23 @@ def test_batcher_fails_only_the_bad_future(runtime):
                 f.result(timeout=60)
 
 
+def test_batcher_runs_a_heavy_text_alone_and_every_answer_is_exact(runtime):
+    from vlfront.runtime.batcher import HEAVY_TEXT_CHARS, is_heavy
+
+    heavy = {"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "many words, 12 of them. " * (HEAVY_TEXT_CHARS // 24 + 1)}]}]}
+    small = [{"messages": [{"role": "user", "content": f"small request {i}"}]} for i in range(3)]
+    assert is_heavy(heavy) and not any(map(is_heavy, small))
+    assert not is_heavy({"messages": 5}) and not is_heavy([{"content": [None, {"text": 3}]}])  # malformed: not heavy
+    want = [runtime.embed([r]).inputs_embeds for r in [heavy, *small]]
+    # a 0.5 s window and room for 8: without the heavy lane all four would share one batch
+    with Batcher(runtime, max_batch=8, max_wait_s=0.5) as b:
+        futures = [b.submit(r) for r in [heavy, *small]]
+        for f, w in zip(futures, want):
+            np.testing.assert_array_equal(f.result(timeout=60).inputs_embeds, w)
+    assert (b.requests, b.batches) == (4, 2)  # the heavy one alone, the three small ones together
+
+
 # -- property: any JSON-shaped request -> a Layout or RequestError, nothing else --------------
 
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),

@@ -169,4 +169,34 @@ TEST(Batcher, QueueFullAndBadRequestFailsAlone) {
   t.join();
 }
 
+TEST(Batcher, HeavyTextRunsAloneAndEveryAnswerIsExact) {
+  NEED_BUNDLE();
+  vlfront::Runtime rt(VLFRONT_TEST_BUNDLE, vlfront::RuntimeOptions().set("threads", "1"));
+  std::string words;
+  while (words.size() <= (size_t{1} << 20)) words += "many words, 12 of them. ";  // over kHeavyTextBytes
+  std::vector<vlfront::Request> reqs(4);
+  reqs[0].add_message("user").add_text(words);
+  for (int i = 1; i < 4; ++i) reqs[i].add_message("user").add_text("small request " + std::to_string(i));
+  std::vector<std::vector<float>> want;
+  for (auto& r : reqs) {
+    vlfront::Embeddings out = rt.embed({&r});  // the tensor views below live as long as `out`
+    auto t = out.get(VLF_OUTPUT_INPUTS_EMBEDS);
+    want.emplace_back(t.as<float>(), t.as<float>() + t.numel());
+  }
+  // A 500 ms window and room for 8: without the heavy lane all four would share one batch.
+  vlfront::Batcher batcher(rt, 8, 500000, 64);
+  std::vector<std::thread> threads;
+  std::atomic<int> equal{0};
+  for (int i = 0; i < 4; ++i)
+    threads.emplace_back([&, i] {
+      vlfront::Embeddings out = batcher.embed(reqs[i]);
+      auto e = out.get(VLF_OUTPUT_INPUTS_EMBEDS);
+      equal += e.numel() == static_cast<int64_t>(want[i].size()) && std::equal(want[i].begin(), want[i].end(), e.as<float>());
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(equal.load(), 4);
+  EXPECT_EQ(batcher.get_int("requests"), 4);
+  EXPECT_EQ(batcher.get_int("batches"), 2);  // the heavy one alone, the three small ones together
+}
+
 }  // namespace
