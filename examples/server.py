@@ -51,8 +51,7 @@ from vlfront.runtime import Batcher, Runtime
 from vlfront.runtime.fetch import Fetcher, FetchPolicy
 from vlfront.runtime.images import ImageLimits
 from vlfront.runtime.openai_compat import resolve_image_urls
-from vlfront.runtime.request_body import BodyRefused, ParserError, ParserPool, parse_body
-from vlfront.runtime.text_prefix import FULL_CHARS, prefix_chars
+from vlfront.runtime.request_body import BodyRefused, ParserError, ParserPool, keep_for, parse_body
 
 try:
     from safetensors.numpy import save as safetensors_save
@@ -84,10 +83,7 @@ def create_app(bundle, precision: str = "fp32", backend: str = "auto", max_batch
         runtime = Runtime.load(bundle, backend, precision, image_limits=ImageLimits(allow_paths=False), decode=decode,
                                cache=cache)
         batcher = Batcher(runtime, max_batch=max_batch, max_wait_s=max_wait_s, max_queue=max_queue)
-        tokenizer = runtime.tokenizer
-        keep = None  # texts cut by the parsers: only where encode_prefix is exact (text_prefix.CutText)
-        if getattr(tokenizer, "prefix_exact", False):
-            keep = max(prefix_chars(runtime.config.max_text_tokens, tokenizer.max_token_bytes), FULL_CHARS + 1)
+        keep = keep_for(runtime.tokenizer, runtime.config.max_text_tokens)  # long texts cut by the parsers
         parsers = ParserPool(parse_workers or max(1, (os.cpu_count() or 2) // 2), keep)
         app.state.runtime, app.state.batcher, app.state.parsers = runtime, batcher, parsers
         try:

@@ -32,7 +32,7 @@ from concurrent.futures import Future
 
 from vlfront.errors import RequestError, VlfrontError
 from vlfront.runtime import json_guard
-from vlfront.runtime.text_prefix import FULL_CHARS, CutText
+from vlfront.runtime.text_prefix import FULL_CHARS, CutText, prefix_chars
 
 BODY_HINT = 'the body must be a JSON object {"messages": [...], "add_generation_prompt": true}'
 _LEN = struct.Struct("<Q")
@@ -91,12 +91,20 @@ def _image_item(item, m: int, i: int):
     return {"type": "image", "image": data}
 
 
+def keep_for(tokenizer, max_text_tokens: int) -> int | None:
+    """How many characters of a long text `cut_texts` keeps for this tokenizer, or None (no cuts):
+    at least what encode_prefix can read (text_prefix.prefix_chars), over FULL_CHARS, and only for a
+    tokenizer whose cuts are exact (`prefix_exact`)."""
+    if not getattr(tokenizer, "prefix_exact", False):
+        return None
+    return max(prefix_chars(max_text_tokens, tokenizer.max_token_bytes), FULL_CHARS + 1)
+
+
 def cut_texts(request: dict, keep: int) -> int:
     """Replace each text of `request` longer than `keep` characters by a CutText; return how many.
 
     Only a text the runtime would accept whole is cut (valid Unicode, no NUL); others stay whole for
-    the runtime's own message. `keep` must be at least text_prefix.prefix_chars(max_text_tokens,
-    max_token_bytes) and over FULL_CHARS (ParserPool checks).
+    the runtime's own message. `keep` comes from `keep_for`.
     """
     cut = 0
 
@@ -177,7 +185,7 @@ class ParserPool:
     """`workers` parser processes; `submit(chunks)` parses one body in one of them.
 
     Example:
-        >>> pool = ParserPool(workers=1, keep=prefix_chars(512, tok.max_token_bytes))
+        >>> pool = ParserPool(workers=1, keep=keep_for(rt.tokenizer, rt.config.max_text_tokens))
         >>> request = pool.submit([body]).result()      # or raises BodyRefused / RequestError
     """
 
@@ -235,7 +243,8 @@ class ParserPool:
         finally:
             if proc is not None:
                 self._idle.put(proc)
-        self.parsed += 1
+        with self._lock:
+            self.parsed += 1
         if answer[0] == "ok":
             future.set_result(answer[1])
         elif answer[0] == "request":

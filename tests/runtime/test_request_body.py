@@ -20,7 +20,7 @@ from vlfront.config import preset
 from vlfront.errors import RequestError
 from vlfront.runtime import Runtime
 from vlfront.runtime.processor import Processor
-from vlfront.runtime.request_body import BodyRefused, ParserError, ParserPool, cut_texts, parse_body
+from vlfront.runtime.request_body import BodyRefused, ParserError, ParserPool, cut_texts, keep_for, parse_body
 from vlfront.runtime.text_prefix import FULL_CHARS, CutText, CutTooShortError, prefix_chars
 
 # Long texts made of runs that sit on the cut rules' edges; each is over FULL_CHARS characters.
@@ -32,10 +32,6 @@ LONG = {
     "newlines": "line\n\n\r\n  \n" * 20000,
     "one_word_tail": "some words " * 15000 + "x" * 200_000,  # no cut where the kept tokens end
 }
-
-
-def keep_for(tok, limit: int) -> int:
-    return max(prefix_chars(limit, tok.max_token_bytes), FULL_CHARS + 1)
 
 
 def outcome(fn):
@@ -92,6 +88,8 @@ def test_a_cut_too_short_refuses_instead_of_answering(qwen_tokenizer):
 def test_max_token_bytes_bounds_the_vocabulary(qwen_tokenizer):
     assert qwen_tokenizer.max_token_bytes == max(len(t) for t in qwen_tokenizer._file.ranks)
     assert 1 <= qwen_tokenizer.max_token_bytes <= 256
+    assert keep_for(qwen_tokenizer, 512) == max(prefix_chars(512, qwen_tokenizer.max_token_bytes), FULL_CHARS + 1)
+    assert keep_for(type("NoExactCuts", (), {"prefix_exact": False})(), 512) is None  # never cut for it
 
 
 def requests_with_long_texts() -> list[dict]:
