@@ -26,7 +26,9 @@ $(TRITON_STAMP): $(STAMP) runtime/triton/install_deps.sh runtime/triton/stub-req
 
 # Triton vs the Starlette example server, and two Triton replicas sharing one Redis (docs/triton.md).
 bench-triton: setup
-	$(BIN)/python -m vlfront.runtime.triton.bench --bundle build/default --out build/bench-triton
+	$(BIN)/python -m vlfront.runtime.triton.bench --bundle build/default --out build/bench-triton --shm
+	$(BIN)/python -m vlfront.runtime.triton.bench --bundle build/default --out build/bench-triton-3mp --parts replicas \
+	  --photo-mp 3 --images-input tensor --shm
 
 # The Qwen BPE ranks, taken out of the dashscope wheel (sha256-verified).
 $(RANKS): $(STAMP)

@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import http.client
 import io
 import json
+import os
 import pathlib
 import statistics
+import struct
 import subprocess
 import sys
 import threading
@@ -100,7 +103,8 @@ class TritonClient:
         c = getattr(self.local, "client", None)
         if c is None:
             c = self.local.client = self.http.InferenceServerClient(self.url)
-        return c.infer("vlfront", triton_inputs(self.http, body)).as_numpy("inputs_embeds")
+        out = [self.http.InferRequestedOutput("inputs_embeds")]  # all the bench reads, as RawHttpClient
+        return c.infer("vlfront", triton_inputs(self.http, body), outputs=out).as_numpy("inputs_embeds")
 
 
 class TritonGrpcClient:
@@ -115,7 +119,48 @@ class TritonGrpcClient:
         c = getattr(self.local, "client", None)
         if c is None:
             c = self.local.client = self.grpc.InferenceServerClient(self.url)
-        return c.infer("vlfront", triton_inputs(self.grpc, body)).as_numpy("inputs_embeds")
+        out = [self.grpc.InferRequestedOutput("inputs_embeds")]  # all the bench reads, as RawHttpClient
+        return c.infer("vlfront", triton_inputs(self.grpc, body), outputs=out).as_numpy("inputs_embeds")
+
+
+class RawHttpClient:
+    """Triton's HTTP/REST endpoint through http.client, the same client library as StarletteClient:
+    KServe v2 with Triton's binary-tensor extension (the JSON header, then the raw tensors; the answer's
+    inputs_embeds comes back as raw bytes after its JSON header). Only inputs_embeds is asked for, as
+    the Starlette server sends only it. So both servers are driven by equal client code, and the
+    client's own CPU on the shared two cores (tritonclient's gRPC client costs ~1 ms more per 3 MB
+    answer) does not count against one server."""
+
+    def __init__(self, url: str, model: str = "vlfront"):
+        host, _, port = url.rpartition(":")
+        self.host, self.port, self.path = host.split("//")[-1], int(port), f"/v2/models/{model}/infer"
+        self.local = threading.local()
+
+    @staticmethod
+    def _bytes_tensor(items) -> bytes:
+        return b"".join(struct.pack("<I", len(x)) + bytes(x) for x in items)
+
+    def __call__(self, body) -> np.ndarray:
+        json_body, files = body if isinstance(body, tuple) else (body, None)
+        tensors = [("request", [1, 1], self._bytes_tensor([json_body]))]
+        if files is not None:
+            tensors.append(("images", [1, len(files)], self._bytes_tensor(files)))
+        head = json.dumps({"inputs": [{"name": n, "shape": s, "datatype": "BYTES",
+                                       "parameters": {"binary_data_size": len(d)}} for n, s, d in tensors],
+                           "outputs": [{"name": "inputs_embeds", "parameters": {"binary_data": True}}]}).encode()
+        c = getattr(self.local, "conn", None)
+        if c is None:
+            c = self.local.conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
+        c.request("POST", self.path, b"".join([head, *(d for _, _, d in tensors)]),
+                  {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))})
+        r = c.getresponse()
+        data = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"HTTP {r.status}: {data[:200]!r}")
+        n = int(r.getheader("Inference-Header-Content-Length") or 0)
+        out = json.loads(data[:n])["outputs"][0]
+        dtype = {"FP32": np.float32, "FP16": np.float16}[out["datatype"]]
+        return np.frombuffer(data, dtype, offset=n).reshape(out["shape"])
 
 
 class StarletteClient:
@@ -138,7 +183,29 @@ class StarletteClient:
         return np.load(io.BytesIO(data))
 
 
-def run_load(call, bodies: list[bytes], concurrency: int) -> dict:
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants so far (Linux /proc; the
+    tritonserver's python-backend stubs are its children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for d in pathlib.Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(d.name)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick)  # ppid, utime + stime
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo.extend(c for c, (ppid, _) in stats.items() if ppid == p)
+    return total
+
+
+def run_load(call, bodies: list[bytes], concurrency: int, server_pid: int | None = None) -> dict:
+    """`bodies` through `call` from `concurrency` threads: req/s, p50/p99 ms, errors; with server_pid,
+    also the CPU ms per request of that server (its process tree) and of this client process."""
     latencies, errors = [], 0
 
     def one(body):
@@ -146,6 +213,8 @@ def run_load(call, bodies: list[bytes], concurrency: int) -> dict:
         call(body)
         return time.perf_counter() - t0
 
+    cpu0 = tree_cpu_s(server_pid) if server_pid else None
+    own0 = time.process_time()
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(concurrency) as pool:
         for f in [pool.submit(one, b) for b in bodies]:
@@ -155,8 +224,12 @@ def run_load(call, bodies: list[bytes], concurrency: int) -> dict:
                 errors += 1
     wall = time.perf_counter() - t0
     lat = np.array(latencies) * 1000
-    return {"rps": len(latencies) / wall, "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
-            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None, "errors": errors}
+    res = {"rps": len(latencies) / wall, "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+           "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None, "errors": errors,
+           "client_cpu_ms": (time.process_time() - own0) * 1000 / len(bodies)}
+    if cpu0 is not None:
+        res["server_cpu_ms"] = (tree_cpu_s(server_pid) - cpu0) * 1000 / len(bodies)
+    return res
 
 
 class StarletteServer:
@@ -180,27 +253,37 @@ class StarletteServer:
         self.proc.wait(30)
 
 
-def throughput(bundle, out: pathlib.Path, rounds: int, concurrencies, base, protocol: str = "grpc") -> list[dict]:
-    repo = write_repository(bundle, out / "repo-throughput", RepositoryOptions(max_batch=8, max_queue_delay_us=5000),
-                            force=True)
+def throughput_client(protocol: str, triton) -> object:
+    if protocol == "grpc":
+        return TritonGrpcClient(triton.grpc_url)
+    return TritonClient(triton.http_url) if protocol == "http" else RawHttpClient(triton.http_url)
+
+
+def throughput(bundle, out: pathlib.Path, rounds: int, concurrencies, base, protocol: str = "raw-http",
+               requests: int = 96, instances: int = 1) -> list[dict]:
+    """Rounds of max(requests, 8 * c) requests at each concurrency c, alternating which server goes first,
+    after a warm-up of `requests` requests each at concurrency 8."""
+    repo = write_repository(bundle, out / "repo-throughput",
+                            RepositoryOptions(max_batch=8, max_queue_delay_us=5000, instances=instances), force=True)
     triton, starlette = TritonServer(repo).start(), StarletteServer(bundle)
-    triton_client = TritonGrpcClient(triton.grpc_url) if protocol == "grpc" else TritonClient(triton.http_url)
-    clients = {"triton": triton_client, "starlette": StarletteClient(starlette.port)}
+    clients = {"triton": (throughput_client(protocol, triton), triton.proc.pid),
+               "starlette": (StarletteClient(starlette.port), starlette.proc.pid)}
     rows, counter = [], 0
     try:
-        for name, call in clients.items():  # warm-up: ORT sessions, connections
-            run_load(call, unique_bodies(8, base, counter), 4)
-            counter += 8
+        for name, (call, _) in clients.items():  # warm-up: ORT sessions, connections, malloc arenas
+            run_load(call, unique_bodies(requests, base, counter), 8)
+            counter += requests
         for c in concurrencies:
-            n = max(16, 4 * c)
+            n = max(requests, 8 * c)
             for r in range(rounds):
                 order = list(clients.items()) if r % 2 == 0 else list(clients.items())[::-1]
-                for name, call in order:
-                    res = run_load(call, unique_bodies(n, base, counter), c)
+                for name, (call, pid) in order:
+                    res = run_load(call, unique_bodies(n, base, counter), c, server_pid=pid)
                     counter += n
                     rows.append({"server": name, "concurrency": c, "round": r, "requests": n, **res})
                     print(f"  {name:9s} c={c:2d} round {r}: {res['rps']:.1f} req/s p50 {res['p50_ms']:.0f} ms "
-                          f"p99 {res['p99_ms']:.0f} ms errors {res['errors']}", flush=True)
+                          f"p99 {res['p99_ms']:.0f} ms errors {res['errors']}; CPU ms/request: server "
+                          f"{res['server_cpu_ms']:.1f}, client {res['client_cpu_ms']:.1f}", flush=True)
     finally:
         triton.stop()
         starlette.stop()
@@ -270,7 +353,8 @@ class ShmGrpcClient:
 
 
 def replicas(bundle, out: pathlib.Path, base, images: int, kill_redis: bool, output_dtype: str = "float32",
-             model_stats: bool = False, shm: bool = False, images_input: str = "base64") -> dict:
+             model_stats: bool = False, shm: bool = False, images_input: str = "base64",
+             protocol: str = "raw-http") -> dict:
     """The round-robin workload. With model_stats, each image also gets a fresh copy sent to B (a miss
     at B), and B's Triton statistics are read around each of B's requests: the model-level miss and
     cross-replica hit on the same replica. With shm, the same miss/cross-hit pair is repeated with
@@ -282,7 +366,7 @@ def replicas(bundle, out: pathlib.Path, base, images: int, kill_redis: bool, out
                                 RepositoryOptions(max_batch=8, max_queue_delay_us=0, cache=rs.url,
                                                   output_dtype=output_dtype), force=True)
         with TritonServer(repo) as a, TritonServer(repo) as b:
-            ca, cb = TritonGrpcClient(a.grpc_url), TritonGrpcClient(b.grpc_url)
+            ca, cb = throughput_client(protocol, a), throughput_client(protocol, b)
             tag = int(time.time())
             bodies = [unique_bodies(1, base, tag * 1000 + i, images_input)[0] for i in range(images)]
             fresh = [unique_bodies(1, base, tag * 1000 + 20_000 + i, images_input)[0] for i in range(images)]
@@ -388,7 +472,11 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bundle", default="build/default")
     p.add_argument("--out", default="build/bench-triton")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--instances", type=int, default=1,
+                   help="throughput: Triton model instances (stub processes, each with its own runtime)")
+    p.add_argument("--requests", type=int, default=96,
+                   help="throughput: requests per round (at least 8 per client thread) and of the warm-up")
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--images", type=int, default=24, help="distinct images of the replica workload")
     p.add_argument("--replica-output-dtype", default="float32", choices=["float32", "float16"],
@@ -400,7 +488,9 @@ def main(argv=None) -> None:
                    help="replicas: also time miss/hit with inputs_embeds bound to a system shared-memory region")
     p.add_argument("--images-input", default="base64", choices=["base64", "tensor"],
                    help="replicas: photos as image_base64 in the JSON (the SPEC body) or in the `images` input tensor")
-    p.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="Triton client for the throughput runs")
+    p.add_argument("--protocol", default="raw-http", choices=["raw-http", "grpc", "http"],
+                   help="Triton client for the throughput and replica runs: raw-http (http.client + the binary-tensor "
+                        "extension, the Starlette client's library), grpc or http (tritonclient)")
     a = p.parse_args(argv)
     # The client's malloc as the servers' (runtime/memory.py): each answer is a fresh 3 MB buffer; without this
     # every one is an mmap whose pages fault in (the same cost on hits and misses, and on every server).
@@ -422,28 +512,36 @@ def main(argv=None) -> None:
 
 def _throughput_part(a, out, base) -> dict:
     print("[bench-triton] Triton vs Starlette (cache off, real photos)", flush=True)
-    rows = throughput(a.bundle, out, a.rounds, [int(c) for c in a.concurrency.split(",")], base, a.protocol)
+    rows = throughput(a.bundle, out, a.rounds, [int(c) for c in a.concurrency.split(",")], base, a.protocol,
+                      a.requests, a.instances)
     summary = []
     for c in sorted({r["concurrency"] for r in rows}):
         med = {s: {k: statistics.median(r[k] for r in rows if r["server"] == s and r["concurrency"] == c)
-                   for k in ("rps", "p50_ms", "p99_ms")} for s in ("triton", "starlette")}
+                   for k in ("rps", "p50_ms", "p99_ms", "server_cpu_ms", "client_cpu_ms")}
+               for s in ("triton", "starlette")}
         errs = sum(r["errors"] for r in rows if r["concurrency"] == c)
         summary.append({"concurrency": c, **{f"{s}_{k}": v for s in med for k, v in med[s].items()},
-                        "ratio": med["triton"]["rps"] / med["starlette"]["rps"], "errors": errs})
-    print("\nconcurrency | triton req/s p50/p99 ms | starlette req/s p50/p99 ms | triton/starlette")
+                        "ratio": med["triton"]["rps"] / med["starlette"]["rps"],
+                        "cpu_ratio": med["starlette"]["server_cpu_ms"] / med["triton"]["server_cpu_ms"],
+                        "errors": errs})
+    print(f"\nTriton client: {a.protocol}; medians of {a.rounds} rounds. server CPU = CPU ms per request of the "
+          "server's process tree (tritonserver + stub; uvicorn + parsers); its ratio is starlette/triton")
+    print("concurrency | triton req/s p50/p99 ms | starlette req/s p50/p99 ms | triton/starlette | server CPU ms "
+          "triton/starlette (ratio)")
     for s in summary:
         print(f"{s['concurrency']:11d} | {s['triton_rps']:6.1f} {s['triton_p50_ms']:6.0f}/{s['triton_p99_ms']:<6.0f} | "
               f"{s['starlette_rps']:6.1f} {s['starlette_p50_ms']:6.0f}/{s['starlette_p99_ms']:<6.0f} | "
-              f"{s['ratio']:.2f}x")
+              f"{s['ratio']:.2f}x            | {s['triton_server_cpu_ms']:.1f}/{s['starlette_server_cpu_ms']:.1f} "
+              f"({s['cpu_ratio']:.2f}x)")
     return {"throughput_rounds": rows, "throughput": summary}
 
 
 def _replicas_part(a, out, base) -> dict:
-    print(f"[bench-triton] two replicas, one Redis (photos as {a.images_input})", flush=True)
+    print(f"[bench-triton] two replicas, one Redis (photos as {a.images_input}, client {a.protocol})", flush=True)
     shared = replicas(a.bundle, out, base, a.images, kill_redis=False, output_dtype=a.replica_output_dtype,
-                      model_stats=True, shm=a.shm, images_input=a.images_input)
+                      model_stats=True, shm=a.shm, images_input=a.images_input, protocol=a.protocol)
     killed = replicas(a.bundle, out, base, a.images, kill_redis=True, output_dtype=a.replica_output_dtype,
-                      images_input=a.images_input)
+                      images_input=a.images_input, protocol=a.protocol)
     inside = runtime_replicas(a.bundle, base, a.images, a.images_input)
     print(f"replicas: cross-replica hit rate {shared['cross_replica_hit_rate']:.2f}, p50 miss "
           f"{shared['p50_ms']['miss']:.1f} ms, cross-replica hit {shared['p50_ms']['cross_hit']:.1f} ms "

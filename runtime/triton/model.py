@@ -51,7 +51,7 @@ class VlfrontModel:
             err = e if isinstance(e, VlfrontError) else VlfrontError(f"batch failed: {type(e).__name__}: {e}")
             return [self._error(err) for _ in requests]
         responses = []
-        for rows in parsed:
+        for r, rows in zip(requests, parsed):
             if isinstance(rows, RequestError):
                 responses.append(self._error(rows))
                 continue
@@ -61,7 +61,7 @@ class VlfrontModel:
                 j, e = bad
                 responses.append(self._error(e, j if len(rows) > 1 else None))
             else:
-                responses.append(self._response(outs))
+                responses.append(self._response(outs, self._wanted(r)))
         return responses
 
     def finalize(self) -> None:
@@ -95,14 +95,22 @@ class VlfrontModel:
                                 'k encoded files per element of "request" (pad shorter rows with empty elements)')
         return [list(row) for row in files]
 
-    def _response(self, outs: list):
+    @staticmethod
+    def _wanted(request) -> tuple:
+        """The outputs the client asked for (Triton lists all of them when it named none): only those
+        are copied into the stub's shared memory; Triton would drop the others anyway."""
+        names = getattr(request, "requested_output_names", None)
+        wanted = set(names()) if names is not None else set()
+        return tuple(n for n in OUTPUTS if n in wanted) or OUTPUTS
+
+    def _response(self, outs: list, names: tuple = OUTPUTS):
         def rows(name):  # one element (the usual case): its row as it is, no copy
+            if name == "dropped_tokens":
+                return np.array([[o.dropped_tokens[0]] for o in outs], np.int64)
             parts = [getattr(o, name) for o in outs]
             return np.ascontiguousarray(parts[0]) if len(parts) == 1 else np.concatenate(parts)
 
-        arrays = {name: rows(name) for name in OUTPUTS[:4]}
-        arrays["dropped_tokens"] = np.array([[o.dropped_tokens[0]] for o in outs], np.int64)
-        tensors = [self.pb.Tensor(name, arrays[name]) for name in OUTPUTS]
+        tensors = [self.pb.Tensor(name, rows(name)) for name in names]
         return self.pb.InferenceResponse(output_tensors=tensors)
 
     def _error(self, e: Exception, element: int | None = None):

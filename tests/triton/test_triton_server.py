@@ -273,3 +273,41 @@ def test_image_index_without_the_images_input_is_refused(server):
     body = b'{"messages": [{"role": "user", "content": [{"type": "image", "image_index": 0}]}]}'
     with pytest.raises(InferenceServerException, match='which this request does not have'):
         infer(server, body, "http")
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_only_the_requested_outputs_come_back(server, reference, photo_bytes, protocol):
+    """Outputs the client names are the only ones the model builds (Triton lists all when none are named)."""
+    messages = chat(photo_bytes[0], "only some outputs")
+    want = expect(reference, messages)
+    mod = httpclient if protocol == "http" else grpcclient
+    client = mod.InferenceServerClient(server.http_url if protocol == "http" else server.grpc_url)
+    inp = mod.InferInput("request", [1, 1], "BYTES")
+    inp.set_data_from_numpy(np.array([[encode_request(messages)]], dtype=object))
+    try:
+        some = client.infer("vlfront", [inp], outputs=[mod.InferRequestedOutput(n)
+                                                        for n in ("dropped_tokens", "inputs_embeds")])
+        every = client.infer("vlfront", [inp])  # none named: all five
+    finally:
+        client.close()
+    for n in OUTPUTS:
+        if n in ("dropped_tokens", "inputs_embeds"):
+            assert np.array_equal(some.as_numpy(n), want[n]), n
+        else:
+            assert some.as_numpy(n) is None, n
+    assert_same({n: every.as_numpy(n) for n in OUTPUTS}, want)
+
+
+def test_the_benchmarks_raw_http_client_matches_runtime_embed(server, reference, photo_bytes):
+    """`bench.py`'s RawHttpClient (http.client + the binary-tensor extension): the same inputs_embeds,
+    with the photo as image_base64 and in the `images` input."""
+    from vlfront.runtime.triton.bench import RawHttpClient
+
+    messages = chat(photo_bytes[1], "raw http")
+    want = expect(reference, messages)["inputs_embeds"]
+    client = RawHttpClient(server.http_url)
+    for body in (encode_request(messages), encode_request_images(messages)):
+        got = client(body)
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+    with pytest.raises(RuntimeError, match="HTTP 400"):
+        client(b'{"messages": 7}')
