@@ -46,10 +46,10 @@ class VisualTokenCache:
             self.hits += 1
             return entry
 
-    def put(self, key: bytes, visual_tokens: np.ndarray, pixel_values: np.ndarray) -> None:
-        vt = np.array(visual_tokens, np.float32, copy=True)
-        px = np.array(pixel_values, np.uint8, copy=True)
-        vt.flags.writeable = px.flags.writeable = False
+    def put(self, key: bytes, visual_tokens: np.ndarray, pixel_values: np.ndarray, *, owned: bool = False) -> None:
+        """Keep private read-only copies; with owned=True, arrays that are already read-only, C-ordered
+        float32/uint8 and referenced by no one else (a shared-cache value's views) are kept as they are."""
+        vt, px = (_kept(visual_tokens, np.float32, owned), _kept(pixel_values, np.uint8, owned))
         entry = CacheEntry(vt, px)
         if entry.nbytes > self.max_bytes:
             return
@@ -77,3 +77,10 @@ class VisualTokenCache:
         with self._lock:
             self._entries.clear()
             self.bytes = 0
+
+
+def _kept(a: np.ndarray, dtype, owned: bool) -> np.ndarray:
+    if not (owned and a.dtype == dtype and not a.flags.writeable and a.flags.c_contiguous):
+        a = np.array(a, dtype, copy=True)
+        a.flags.writeable = False
+    return a

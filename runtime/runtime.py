@@ -196,7 +196,7 @@ class Runtime:
         if self.shared_cache is not None and todo:
             for k, (tokens, px) in self.shared_cache.get_many(list(todo)).items():
                 found[k] = (tokens, px)
-                self.cache.put(k, tokens, px)
+                self.cache.put(k, tokens, px, owned=True)  # read-only views of a private buffer: no copy
                 del todo[k]
         t0 = time.perf_counter()
         decoded = dict(zip(todo, _decode_all(self._pool, list(todo.values()))))

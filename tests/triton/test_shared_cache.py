@@ -80,7 +80,10 @@ def test_hit_in_another_process_is_bitwise_equal(tiny_bundle, redis_server, refe
     assert b.stats()["shared_cache"]["hits"] == 1 and b.stats()["cache"]["hits"] == 0
     assert np.array_equal(out.inputs_embeds, np.load(npy))
     same(out, reference.embed([request]))
-    # The local LRU stays in front: the next request for that image does not ask Redis.
+    # The local LRU stays in front: the next request for that image does not ask Redis. It keeps the
+    # Redis value's own read-only views (no copy), so nothing a caller does can change them.
+    entry = next(iter(b.cache._entries.values()))
+    assert not entry.visual_tokens.flags.writeable and not entry.pixel_values.flags.writeable
     b.embed([request])
     assert b.stats()["shared_cache"]["hits"] == 1 and b.stats()["cache"]["hits"] == 1
     b.close()
