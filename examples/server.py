@@ -245,8 +245,8 @@ def main(argv=None) -> None:
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch may wait to fill")
     p.add_argument("--max-queue", type=int, default=256, help="queued requests before 503")
     p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body before 413")
-    p.add_argument("--decode", default="exact", choices=["exact", "fast"],
-                   help="image decoding: exact (SPEC 1.4) or fast (DCT-scaled JPEG, docs/images.md)")
+    p.add_argument("--decode", default="exact", choices=["exact", "fast", "fastest"],
+                   help="image decoding: exact (SPEC 1.4), fast or fastest (DCT-scaled JPEG, docs/images.md)")
     p.add_argument("--parse-workers", type=int, help="processes that parse large bodies (default: half the CPUs)")
     p.add_argument("--large-body-mb", type=float, default=2.0,
                    help="bodies over this are parsed in a parser process (docs/runtime.md, 'Large bodies')")

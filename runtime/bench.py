@@ -206,7 +206,8 @@ def run_camera(bundle: str, out_dir: str, photos, decode, iterations: int) -> di
     rows = _child("camera", bundle, "fp32", iterations, {"sizes": list(photos), "modes": list(decode)})
     summary = bench_camera.summary(rows)
     print("[bench] fast-vs-exact deviation (runtime/bench_photos.py) ...", file=sys.stderr)
-    dev = _child("deviation", bundle, "fp32", 0, {"sizes": list(photos)})
+    dev = _child("deviation", bundle, "fp32", 0,
+                 {"sizes": list(photos), "modes": [m for m in decode if m != "exact"] or ["fast"]})
     rss = []
     sides = ["python"] + (["cpp"] if bench_camera.cpp_library().exists() else [])
     for side in sides:
@@ -288,7 +289,7 @@ def _main(argv: list[str]) -> list[dict]:
         if kind == "camera":
             return bench_camera.child_camera(bundle, precision, iterations, extra["sizes"], extra["modes"])
         if kind == "deviation":
-            return bench_camera.child_deviation(bundle, precision, extra["sizes"])
+            return bench_camera.child_deviation(bundle, precision, extra["sizes"], tuple(extra.get("modes", ["fast"])))
         if kind == "png":
             return bench_camera.child_png()
         return [bench_camera.child_rss(bundle, extra["side"], extra["mode"])]

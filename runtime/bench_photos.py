@@ -87,13 +87,14 @@ def reference_pixels(data: bytes, size: int = 224) -> np.ndarray:
 
 @dataclass
 class Deviation:
-    """Fast against exact decoding of one photo size (over PHOTOS)."""
+    """Fast (or fastest) against exact decoding of one photo size (over PHOTOS)."""
 
+    mode: str  # "fast" | "fastest"
     mp: float
     kind: str  # "upscaled" | "tiled" (module docstring)
     width: int
     height: int
-    scale: int  # the JPEG DCT scale denominator fast mode used
+    scale: int  # the JPEG DCT scale denominator the mode used
     max_abs: int  # pixel difference, 0..255
     mean_abs: float
     psnr_db: float  # of the 224x224x3 pixels, inf when equal
@@ -118,21 +119,23 @@ def token_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
 
 
-def deviation(runner, mp: float, kind: str = "upscaled", size: int = 224, photos=PHOTOS) -> Deviation:
-    """Decode each photo at `mp` exact and fast; compare pixels and the visual tokens of `runner`."""
-    from vlfront.runtime.images import ImageSource
+def deviation(runner, mp: float, kind: str = "upscaled", size: int = 224, photos=PHOTOS,
+              mode: str = "fast") -> Deviation:
+    """Decode each photo at `mp` exact and in `mode`; compare pixels and the visual tokens of `runner`."""
+    from vlfront.runtime.images import DRAFT_HALVES, ImageSource
 
     exact, fast, lossless = [], [], []
     for k, photo in enumerate(photos):
         data = camera_photo(mp, "JPEG", photo, seed=k, kind=kind)
         exact.append(ImageSource(data, size).decode())
-        fast.append(ImageSource(data, size, decode="fast").decode())
+        fast.append(ImageSource(data, size, decode=mode).decode())
         lossless.append(ImageSource(camera_photo(mp, "PNG", photo, seed=k, kind=kind), size).decode())
     ex, fa = np.stack(exact), np.stack(fast)
     vt = lambda px: runner.infer("patch_embed", {"pixel_values": px})["visual_tokens"]  # noqa: E731
     cos = token_cosines(vt(ex), vt(fa))
     diff = np.abs(ex.astype(np.int16) - fa)
     w, h = size_of(mp)
-    scale = next(s for s in (8, 4, 2, 1) if min(w // (2 * size), h // (2 * size)) >= s or s == 1)
-    return Deviation(mp, kind, w, h, scale, int(diff.max()), float(diff.mean()), psnr(ex, fa),
+    side = DRAFT_HALVES[mode] * size // 2
+    scale = next(s for s in (8, 4, 2, 1) if min(w // side, h // side) >= s or s == 1)
+    return Deviation(mode, mp, kind, w, h, scale, int(diff.max()), float(diff.mean()), psnr(ex, fa),
                      float(cos.min()), float(cos.mean()), len(photos), psnr(np.stack(lossless), ex))

@@ -93,7 +93,7 @@ class Processor:
         config: the bundle's Config (max_seq_len, max_text_tokens, image_size).
         truncation: "truncate" (default) or "error", see the module docstring.
         image_limits: limits for image sources (ImageLimits() when None).
-        decode: image decode mode, "exact" (SPEC 1.4) or "fast" (runtime/images.py); part of each image key.
+        decode: image decode mode, "exact" (SPEC 1.4), "fast" or "fastest" (runtime/images.py); part of each image key.
 
     Raises:
         ConfigError: an unknown truncation policy or an invalid config.

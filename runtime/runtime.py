@@ -69,7 +69,7 @@ class Runtime:
         self.tokenizer = tokenizer
         self.processor = Processor(tokenizer, self.config, truncation=truncation, image_limits=image_limits,
                                    decode=decode)
-        self.decode = decode  # "exact" | "fast": part of every image key (runtime/images.py)
+        self.decode = decode  # "exact" | "fast" | "fastest": part of every image key (runtime/images.py)
         tune_malloc()  # large decodes in the pool without page-faulting every buffer again (runtime/memory.py)
         self.cache = VisualTokenCache(cache_bytes)
         self.output_dtype = output_dtype
@@ -93,7 +93,8 @@ class Runtime:
             **kwargs: truncation ("truncate" | "error"), cache_bytes, output_dtype ("float32" | "float16"),
                 image_limits, decode_threads, cache ("redis://host:port/db": a visual-token cache shared by
                 replicas, behind the local one; docs/triton.md), decode ("exact": SPEC 1.4, the default;
-                "fast": DCT-scaled JPEG decoding, deviation in docs/images.md).
+                "fast" / "fastest": DCT-scaled JPEG decoding to >= 2x / >= 1.5x the output size, deviation in
+                docs/images.md).
         Raises:
             BundleError: the bundle is missing, tampered with, or lacks the asked precision (says what to rebuild),
                 or the int8/fp16 variant is below its gate on this machine (says what to serve instead).

@@ -51,15 +51,17 @@ def pixels(rt: Runtime, data: bytes) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def runtimes(cpp_lib, tiny_bundle):
-    with Runtime(cpp_lib, tiny_bundle, decode="exact") as ex, Runtime(cpp_lib, tiny_bundle, decode="fast") as fa:
-        yield ex, fa
+    with (Runtime(cpp_lib, tiny_bundle, decode="exact") as ex, Runtime(cpp_lib, tiny_bundle, decode="fast") as fa,
+          Runtime(cpp_lib, tiny_bundle, decode="fastest") as fs):
+        yield {"exact": ex, "fast": fa, "fastest": fs}
 
 
-def test_fast_matches_python(runtimes):
-    ex, fa = runtimes
+@pytest.mark.parametrize("mode", ["fast", "fastest"])
+def test_fast_matches_python(runtimes, mode):
+    ex, fa = runtimes["exact"], runtimes[mode]
     equal = 0
     for name, data in variants().items():
-        want_fast, want_exact = ImageSource(data, decode="fast").decode(), ImageSource(data).decode()
+        want_fast, want_exact = ImageSource(data, decode=mode).decode(), ImageSource(data).decode()
         got_fast, got_exact = pixels(fa, data), pixels(ex, data)
         diff = np.abs(got_fast.astype(np.int16) - want_fast)
         assert (diff <= 1).mean() >= 0.999, f"{name}: max diff {diff.max()}"
@@ -68,7 +70,7 @@ def test_fast_matches_python(runtimes):
         if name.startswith(("camera", "tiled", "orientation", "odd", "scale", "mpo")):
             assert not np.array_equal(want_fast, want_exact), f"{name}: fast did not scale"
         equal += int(diff.max() == 0)
-    print(f"\n[cpp fast decode] {equal}/{len(variants())} variants bit-exact with Python's fast path")
+    print(f"\n[cpp {mode} decode] {equal}/{len(variants())} variants bit-exact with Python's {mode} path")
 
 
 def test_fast_is_its_own_cache_entry(cpp_lib, tiny_bundle):
@@ -85,5 +87,15 @@ def test_fast_is_its_own_cache_entry(cpp_lib, tiny_bundle):
 def test_decode_option_is_checked(cpp_lib, tiny_bundle):
     from vlfront_ctypes import CppError
 
-    with pytest.raises(CppError, match="decode='draft'.*'exact', 'fast'"):
+    with pytest.raises(CppError, match="decode='draft'.*'exact', 'fast', 'fastest'"):
         Runtime(cpp_lib, tiny_bundle, decode="draft")
+
+
+def test_modes_are_separate_cache_entries_in_cpp_too(cpp_lib, tiny_bundle):
+    """The same photo through fast and fastest: two keys (Python's), so a shared cache never mixes them."""
+    data = camera_photo(12, "JPEG", "chelsea.png")
+    req = [{"role": "user", "content": [{"type": "image", "image": data}]}]
+    with Runtime(cpp_lib, tiny_bundle, decode="fastest") as fs:
+        out = fs.embed([req])
+        np.testing.assert_array_equal(out["pixel_values"][0], ImageSource(data, decode="fastest").decode())
+        assert not np.array_equal(out["pixel_values"][0], ImageSource(data, decode="fast").decode())

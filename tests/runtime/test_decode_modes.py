@@ -1,4 +1,5 @@
-"""decode="exact" | "fast": what fast computes, how far it is from exact, and that caches keep them apart.
+"""decode="exact" | "fast" | "fastest": what the DCT-scaled modes compute, how far they are from exact,
+and that caches keep the modes apart.
 
 The deviation rule: fast decoding must pass the same accuracy gate as an INT8
 variant of the bundle (calibration.gate.Thresholds: per-token visual-token cosine
@@ -22,10 +23,10 @@ from vlfront.runtime.images import ImageSource
 from vlfront.runtime.processor import Processor
 
 
-def draft_reference(data: bytes, size: int = 224) -> np.ndarray:
-    """Fast mode written out with Pillow: DCT scaling to >= 2x the target, then SPEC 1.4."""
+def draft_reference(data: bytes, size: int = 224, side: int = 448) -> np.ndarray:
+    """Fast mode written out with Pillow: DCT scaling to >= 2x the target (fastest: >= 1.5x), then SPEC 1.4."""
     with Image.open(io.BytesIO(data)) as im:
-        im.draft(None, (2 * size, 2 * size))
+        im.draft(None, (side, side))
         out = ImageOps.exif_transpose(im).convert("RGB")
     return np.asarray(out.resize((size, size), Image.BICUBIC), np.uint8)
 
@@ -93,8 +94,9 @@ def test_exact_mode_stays_bit_exact_on_camera_photos(photo_3mp):
         np.testing.assert_array_equal(ImageSource(data).decode(), exact_reference(data))
 
 
+@pytest.mark.parametrize("mode", ["fast", "fastest"])
 @pytest.mark.parametrize("mp,kind", [(1, "upscaled"), (3, "tiled"), (12, "upscaled")])
-def test_fast_deviation_within_the_int8_gate(tiny_bundle, mp, kind):
+def test_fast_deviation_within_the_int8_gate(tiny_bundle, mp, kind, mode):
     gate = Thresholds()
     photos = PHOTOS[:2] if mp == 12 else PHOTOS
     with Runtime.load(tiny_bundle, cache_bytes=0) as rt:
@@ -102,7 +104,7 @@ def test_fast_deviation_within_the_int8_gate(tiny_bundle, mp, kind):
         for k, name in enumerate(photos):
             data = camera_photo(mp, "JPEG", name, seed=k, kind=kind)
             exact.append(ImageSource(data).decode())
-            fast.append(ImageSource(data, decode="fast").decode())
+            fast.append(ImageSource(data, decode=mode).decode())
         ex, fa = np.stack(exact), np.stack(fast)
         vt = lambda px: rt.runner.infer("patch_embed", {"pixel_values": px})["visual_tokens"]  # noqa: E731
         cos = token_cosines(vt(ex), vt(fa))
@@ -114,7 +116,8 @@ def test_fast_deviation_within_the_int8_gate(tiny_bundle, mp, kind):
 def test_exact_and_fast_never_share_a_key(photo_3mp, tokenizer_json):
     arr = np.zeros((8, 8, 3), np.uint8)
     for value in (photo_3mp, arr):
-        assert ImageSource(value).key != ImageSource(value, decode="fast").key
+        keys = {ImageSource(value, decode=m).key for m in ("exact", "fast", "fastest")}
+        assert len(keys) == 3
         assert ImageSource(value).key == ImageSource(value, decode="exact").key
     with pytest.raises(ValueError, match="decode='quick'"):
         ImageSource(photo_3mp, decode="quick")
@@ -145,3 +148,18 @@ def test_decode_mode_is_checked(tiny_bundle, qwen_tokenizer):
     lay = Processor(qwen_tokenizer, config, decode="fast").layout(
         [{"role": "user", "content": [{"type": "image", "image": data}]}])
     assert lay.images[0].key == ImageSource(data, decode="fast").key != ImageSource(data).key
+
+
+def test_fastest_scales_to_at_least_one_and_a_half_times_the_target():
+    """fastest: DCT scaling to >= 1.5x the target (Pillow draft to 336), then SPEC 1.4: 12 MP and 3 MP one
+    DCT scale further than fast (1/8, 1/4), 1 MP as fast (1/2)."""
+    for mp, fastest_scale, same_as_fast in ((3, 4, False), (12, 8, False), (1, 2, True)):
+        data = camera_photo(mp, "JPEG", "coffee.png")
+        got = ImageSource(data, decode="fastest").decode()
+        np.testing.assert_array_equal(got, draft_reference(data, side=336))
+        with Image.open(io.BytesIO(data)) as j:
+            w, h = j.size
+            j.draft(None, (336, 336))
+            assert j.size == ((w + fastest_scale - 1) // fastest_scale, (h + fastest_scale - 1) // fastest_scale)
+            assert min(j.size) >= 336
+        assert np.array_equal(got, ImageSource(data, decode="fast").decode()) == same_as_fast

@@ -181,7 +181,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--precision") a.precision = v;
     else if (k == "--backend") a.backend = v;
     else if (k == "--threads") a.threads = v;
-    else if (k == "--decode") a.decode = v;  // "exact" | "fast" (the runtime checks it)
+    else if (k == "--decode") a.decode = v;  // "exact" | "fast" | "fastest" (the runtime checks it)
     else if (k == "--max-batch") a.max_batch = std::stoi(v);
     else if (k == "--max-wait-ms") a.max_wait_ms = std::stod(v);
     else if (k == "--max-queue") a.max_queue = std::stoi(v);
@@ -287,7 +287,7 @@ int main(int argc, char** argv) {
     a = parse(argc, argv);
   } catch (const std::exception& e) {
     std::cerr << "vlfront-http-server: " << e.what() << "\nusage: vlfront-http-server --bundle DIR [--host H] [--port P] "
-              << "[--precision P] [--backend B] [--threads N] [--decode exact|fast] [--max-batch N] [--max-wait-ms MS] [--max-queue N] "
+              << "[--precision P] [--backend B] [--threads N] [--decode exact|fast|fastest] [--max-batch N] [--max-wait-ms MS] [--max-queue N] "
                  "[--max-body-mb MB] [--workers N] [--max-connections N] [--request-timeout-s S] [--idle-timeout-s S]\n";
     return 2;
   }

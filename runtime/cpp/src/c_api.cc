@@ -163,7 +163,7 @@ vlf_status* vlf_runtime_options_set(vlf_runtime_options* o, const char* key, con
     else if (k == "max_image_side") opt.limits.max_side = parse_int(key, value, 1);
     else if (k == "allow_paths") choose({"0", "1"}), opt.limits.allow_paths = v == "1";
     else if (k == "verify") choose({"0", "1"}), opt.verify = v == "1";
-    else if (k == "decode") choose({"exact", "fast"}), opt.limits.fast_decode = v == "fast";
+    else if (k == "decode") choose({"exact", "fast", "fastest"}), opt.limits.draft_halves = v == "fast" ? 4 : v == "fastest" ? 3 : 0;
     else
       throw Error(VLF_ERR_INVALID_ARGUMENT,
                   "unknown option '" + k + "'; known: backend, precision, threads, decode_threads, device_id, "

@@ -20,10 +20,11 @@ struct ImageLimits {
   int64_t max_pixels = 64000000;
   int64_t max_side = 32768;
   bool allow_paths = true;
-  // Decode mode (Python's decode="fast"): JPEG DCT-scaled by 1/s, s in {1, 2, 4, 8} the
-  // largest keeping both sides >= 2 x the target (Pillow's draft). It travels with the limits
-  // because every place that keys or decodes an image has them; it is part of the image key.
-  bool fast_decode = false;
+  // Decode mode (Python's DRAFT_HALVES): 0 exact; 4 "fast", 3 "fastest": JPEG DCT-scaled by 1/s,
+  // s in {1, 2, 4, 8} the largest keeping both sides >= draft_halves / 2 x the target (Pillow's
+  // draft). It travels with the limits because every place that keys or decodes an image has them;
+  // it is part of the image key.
+  int draft_halves = 0;
 };
 
 // RGB pixels, row-major HWC, rows packed.

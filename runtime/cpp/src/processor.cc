@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 
 #include "error.h"
 #include "unicode.h"
@@ -19,9 +20,22 @@ namespace {
 const char* const kRoles[3] = {"system", "user", "assistant"};
 constexpr char kTagEncoded[] = "vlfront.image.v1/encoded\n";
 constexpr char kTagRgb[] = "vlfront.image.v1/rgb\n";
-// decode="fast" keys (Python's images._TAG_FAST): exact and fast pixels never share a key.
+// Each decode mode's keys have their own tags (Python's images._TAGS): modes never share a key.
 constexpr char kTagEncodedFast[] = "vlfront.image.v1/encoded+fast\n";
 constexpr char kTagRgbFast[] = "vlfront.image.v1/rgb+fast\n";
+constexpr char kTagEncodedFastest[] = "vlfront.image.v1/encoded+fastest\n";
+constexpr char kTagRgbFastest[] = "vlfront.image.v1/rgb+fastest\n";
+
+template <size_t N>
+constexpr std::string_view tag_of(const char (&s)[N]) { return std::string_view(s, N - 1); }
+
+std::string_view image_tag(const ImageLimits& limits, bool rgb) {
+  switch (limits.draft_halves) {
+    case 0: return rgb ? tag_of(kTagRgb) : tag_of(kTagEncoded);
+    case 4: return rgb ? tag_of(kTagRgbFast) : tag_of(kTagEncodedFast);
+    default: return rgb ? tag_of(kTagRgbFastest) : tag_of(kTagEncodedFastest);
+  }
+}
 
 std::string num(int64_t v) { return std::to_string(v); }
 
@@ -89,7 +103,7 @@ std::vector<uint8_t> ImageSource::decode(int64_t size, const ImageLimits& limits
       resize_bicubic(input->bytes.data(), input->width, input->height, input->width * 3, static_cast<int>(size),
                      static_cast<int>(size), out.data());
     } else {
-      const RgbImage im = decode_image(data(), this->size(), limits, limits.fast_decode ? 2 * size : 0);
+      const RgbImage im = decode_image(data(), this->size(), limits, limits.draft_halves * size / 2);
       resize_bicubic(im.pixels.data(), im.width, im.height, im.width * 3, static_cast<int>(size),
                      static_cast<int>(size), out.data());
     }
@@ -207,12 +221,10 @@ ImageSource make_source(const Segment& seg, long index, const ImageLimits& limit
       dims[i] = static_cast<uint8_t>(static_cast<uint64_t>(in.width) >> (8 * i));
       dims[8 + i] = static_cast<uint8_t>(static_cast<uint64_t>(in.height) >> (8 * i));
     }
-    const std::string_view tag = limits.fast_decode ? std::string_view(kTagRgbFast, sizeof kTagRgbFast - 1)
-                                                    : std::string_view(kTagRgb, sizeof kTagRgb - 1);
+    const std::string_view tag = image_tag(limits, true);
     src.key = sha256_of({{tag.data(), tag.size()}, {dims, 16}, {in.bytes.data(), in.bytes.size()}});
   } else {
-    const std::string_view tag = limits.fast_decode ? std::string_view(kTagEncodedFast, sizeof kTagEncodedFast - 1)
-                                                    : std::string_view(kTagEncoded, sizeof kTagEncoded - 1);
+    const std::string_view tag = image_tag(limits, false);
     src.key = sha256_of({{tag.data(), tag.size()}, {src.data(), src.size()}});
   }
   return src;

@@ -105,7 +105,8 @@ VLF_API void vlf_runtime_options_destroy(vlf_runtime_options* options);
  *   allow_paths    "1" | "0": image items may name files      (1)
  *   verify         "1" | "0": int8/fp16 run the bundle's acceptance probe at load and
  *                  fail below its gate (VLF_ERR_BUNDLE); "0" skips it, with a warning on stderr (1)
- *   decode         "exact" (SPEC 1.4) | "fast" (DCT-scaled JPEG; part of the image key) (exact)
+ *   decode         "exact" (SPEC 1.4) | "fast" | "fastest" (DCT-scaled JPEG to >= 2x | >= 1.5x the output
+ *                  size; part of the image key) (exact)
  *   device_id      CUDA device for TensorRT                  (0)
  * An unknown key or an invalid value is VLF_ERR_INVALID_ARGUMENT naming both. */
 VLF_API vlf_status* vlf_runtime_options_set(vlf_runtime_options* options, const char* key, const char* value);
