@@ -15,6 +15,8 @@ def add_triton_parser(sub, func) -> None:
     t.add_argument("--output-dtype", default="float32", choices=["float32", "float16"], help="inputs_embeds type")
     t.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per instance (0: all cores)")
     t.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
+    t.add_argument("--decode", default="exact", choices=["exact", "fast", "fastest"],
+                   help="image decoding: exact (SPEC 1.4), fast or fastest (DCT-scaled JPEG, docs/images.md)")
     t.add_argument("--layout", default="single", choices=["single", "ensemble"],
                    help="ensemble: also write the GPU ensemble form (unverified here)")
     t.add_argument("--gpu-backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"],
@@ -30,7 +32,8 @@ def triton_command(a) -> None:
 
     opts = RepositoryOptions(precision=a.precision, instances=a.instances, max_batch=a.max_batch,
                              max_queue_delay_us=a.max_queue_delay_us, cache=a.cache, output_dtype=a.output_dtype,
-                             backend=a.backend, threads=a.threads, layout=a.layout, gpu_backend=a.gpu_backend,
+                             backend=a.backend, threads=a.threads, decode=a.decode, layout=a.layout,
+                             gpu_backend=a.gpu_backend,
                              name=a.name, copy_bundle=a.copy_bundle)
     out = write_repository(a.bundle, a.out, opts, force=a.force)
     models = sorted(p.parent.name for p in out.glob("*/config.pbtxt"))

@@ -28,7 +28,7 @@ def write_ensemble(b, out, opts, params: dict) -> None:
                ("pixel_values", "TYPE_UINT8", [-1, S, S, 3])]
     _write_model(out / "vlfront_preprocess",
                  _config("vlfront_preprocess", "python", 0, [("request", "TYPE_STRING", [1])], pre_out,
-                         {k: params[k] for k in ("bundle", "python_site")}, "KIND_CPU", opts.instances),
+                         {k: params[k] for k in ("bundle", "python_site", "decode")}, "KIND_CPU", opts.instances),
                  "vlfront.runtime.triton.ensemble.PreprocessModel")
     graphs = {"patch_embed": ([("pixel_values", "TYPE_UINT8", [-1, S, S, 3])],
                               [("visual_tokens", "TYPE_FP32", [-1, T, D])]),
@@ -85,7 +85,8 @@ class PreprocessModel:
         b = Bundle.open(pathlib.Path(p["bundle"]))
         tokenizer = Tokenizer.from_file(b.path(b.manifest["tokenizer"]["file"]))
         self.config = b.config
-        self.processor = Processor(tokenizer, b.config, image_limits=ImageLimits(allow_paths=False))
+        self.processor = Processor(tokenizer, b.config, image_limits=ImageLimits(allow_paths=False),
+                                   decode=p.get("decode") or "exact")
 
     def execute(self, requests: list) -> list:
         from vlfront.errors import RequestError

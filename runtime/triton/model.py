@@ -36,7 +36,8 @@ class VlfrontModel:
         threads = int(p.get("threads") or 0) or None
         self.runtime = Runtime.load(p["bundle"], p.get("backend") or "auto", p.get("precision") or "fp32",
                                     threads=threads, image_limits=ImageLimits(allow_paths=False),
-                                    output_dtype=p.get("output_dtype") or "float32", cache=p.get("cache") or None)
+                                    output_dtype=p.get("output_dtype") or "float32", cache=p.get("cache") or None,
+                                    decode=p.get("decode") or "exact")
         self.logger = getattr(self.pb, "Logger", None)
         self._log(f"vlfront: serving {p['bundle']} ({self.runtime.stats()})")
 

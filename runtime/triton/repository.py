@@ -24,6 +24,7 @@ import shutil
 
 from vlfront.errors import VlfrontError
 from vlfront.runtime.bundle import Bundle
+from vlfront.runtime.images import DECODE_MODES
 
 # `request`: one SPEC request as JSON per element; `images` (optional): the encoded files that its image
 # items {"type": "image", "image_index": j} name, one row per element (runtime/triton/request.py).
@@ -71,6 +72,7 @@ class RepositoryOptions:
     output_dtype: str = "float32"
     backend: str = "auto"
     threads: int = 0
+    decode: str = "exact"  # or "fast" / "fastest" (docs/images.md); part of every image key
     layout: str = "single"  # or "ensemble" (also writes the GPU form)
     gpu_backend: str = "onnxruntime"  # ensemble graphs: "onnxruntime" (onnxruntime_onnx) or "tensorrt" (plans)
     name: str = "vlfront"
@@ -88,6 +90,8 @@ class RepositoryOptions:
         if self.layout not in ("single", "ensemble") or self.gpu_backend not in ("onnxruntime", "tensorrt"):
             raise TritonRepositoryError(f"layout={self.layout!r} (single | ensemble), "
                                         f"gpu_backend={self.gpu_backend!r} (onnxruntime | tensorrt)")
+        if self.decode not in DECODE_MODES:
+            raise TritonRepositoryError(f"decode={self.decode!r}: choose one of {', '.join(DECODE_MODES)}")
         if self.cache is not None and not self.cache.startswith(("redis://", "rediss://")):
             raise TritonRepositoryError(f"cache={self.cache!r}: give redis://host:port/db")
 
@@ -122,6 +126,7 @@ def write_repository(bundle, out, options: RepositoryOptions | None = None, *, f
     cfg = b.config
     params = {"bundle": str(bundle_path), "precision": opts.precision, "backend": opts.backend,
               "output_dtype": opts.output_dtype, "threads": str(opts.threads), "cache": opts.cache or "",
+              "decode": opts.decode,
               "python_site": site_dir}
     outputs = _outputs(cfg, opts.output_dtype, batched=True)
     _write_model(model_dir, _config(opts.name, "python", opts.max_batch, INPUTS,

@@ -13,7 +13,7 @@ pb = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritoncli
 def test_cli_writes_a_single_model_repository(tiny_bundle, tmp_path):
     out = tmp_path / "repo"
     assert main(["triton", "--bundle", str(tiny_bundle), "--out", str(out), "--instances", "3", "--max-batch", "16",
-                 "--cache", "redis://10.0.0.5:6379/2", "--output-dtype", "float16"]) == 0
+                 "--cache", "redis://10.0.0.5:6379/2", "--output-dtype", "float16", "--decode", "fastest"]) == 0
     models = validate_repository(out)
     assert list(models) == ["vlfront"]
     m = models["vlfront"]
@@ -28,6 +28,7 @@ def test_cli_writes_a_single_model_repository(tiny_bundle, tmp_path):
     assert outs["dropped_tokens"][1] == [1] and outs["input_ids"][1] == [1024]
     params = {k: v.string_value for k, v in m.parameters.items()}
     assert params["bundle"] == str(tiny_bundle.resolve()) and params["cache"] == "redis://10.0.0.5:6379/2"
+    assert params["decode"] == "fastest"
     assert (out / "vlfront" / "1" / "model.py").exists()
 
 
@@ -63,7 +64,8 @@ def test_ensemble_configs_validate_against_triton_model_config(tiny_bundle, tmp_
 
 def test_bad_options_and_existing_output_are_refused(tiny_bundle, tmp_path):
     for opts in (RepositoryOptions(instances=0), RepositoryOptions(precision="bf16"),
-                 RepositoryOptions(cache="memcached://x"), RepositoryOptions(layout="tree")):
+                 RepositoryOptions(cache="memcached://x"), RepositoryOptions(layout="tree"),
+                 RepositoryOptions(decode="draft")):
         with pytest.raises(TritonRepositoryError):
             write_repository(tiny_bundle, tmp_path / "r", opts)
     (tmp_path / "full").mkdir()

@@ -311,3 +311,18 @@ def test_the_benchmarks_raw_http_client_matches_runtime_embed(server, reference,
         assert got.dtype == want.dtype and np.array_equal(got, want)
     with pytest.raises(RuntimeError, match="HTTP 400"):
         client(b'{"messages": 7}')
+
+
+def test_a_fast_decode_repository_serves_the_fast_runtimes_output(tiny_bundle, tmp_path):
+    """`vlfront triton --decode fast`: the model decodes as Runtime.load(decode="fast"), not as exact."""
+    from vlfront.runtime.bench_photos import camera_photo
+
+    triton_or_skip()
+    photo = camera_photo(3, "JPEG", "coffee.png")  # 2048x1536: fast decodes it at 1/2
+    messages = chat(photo, "fast decode")
+    repo = write_repository(tiny_bundle, tmp_path / "repo", RepositoryOptions(decode="fast", threads=1))
+    with Runtime.load(tiny_bundle, cache_bytes=0, decode="fast") as fast, \
+            Runtime.load(tiny_bundle, cache_bytes=0) as exact, TritonServer(repo) as s:
+        got = infer(s, encode_request(messages), "http")
+        assert_same(got, expect(fast, messages))
+        assert not np.array_equal(got["inputs_embeds"], expect(exact, messages)["inputs_embeds"])
