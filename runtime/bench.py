@@ -166,7 +166,7 @@ def _child(kind: str, bundle: str, precision: str, iterations: int, extra=None) 
 
 
 def run_bench(bundle: str, out_dir: str, precisions: tuple[str, ...] = ("fp32",), iterations: int = 30,
-              photos: tuple[float, ...] = (), decode: tuple[str, ...] = ("exact", "fast")) -> list[dict]:
+              photos: tuple[float, ...] = (), decode: tuple[str, ...] = ("exact", "fast", "fastest")) -> list[dict]:
     """Run the baseline once and the runtime per precision; print one table; save CSV + Parquet + PNG.
 
     With `photos` (sizes in MP, runtime/bench_photos.py), also the camera-photo runs of
@@ -275,7 +275,7 @@ def _save(rows: list[dict], out: pathlib.Path) -> None:
 
 def bench_command(args) -> None:
     photos = tuple(float(p) if "." in p else int(p) for p in getattr(args, "photos", "").split(",") if p.strip())
-    decode = tuple(m.strip() for m in getattr(args, "decode", "exact,fast").split(",") if m.strip())
+    decode = tuple(m.strip() for m in getattr(args, "decode", "exact,fast,fastest").split(",") if m.strip())
     run_bench(args.bundle, args.out, tuple(p.strip() for p in args.precision.split(",")), args.iterations,
               photos, decode)
 

@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="build/bench", help="directory for the CSV/Parquet table and PNG plot")
     b.add_argument("--precision", default="fp32", help="comma-separated: fp32,int8,fp16")
     b.add_argument("--iterations", type=int, default=30)
-    b.add_argument("--decode", default="exact,fast",
-                   help="comma-separated decode modes for the camera-photo runs: exact,fast[,fastest] (docs/images.md)")
+    b.add_argument("--decode", default="exact,fast,fastest",
+                   help="comma-separated decode modes for the camera-photo runs: exact,fast,fastest (docs/images.md)")
     b.add_argument("--photos", default="0.3,1,3,12", help="camera-photo sizes in MP ('' skips those runs)")
     b.set_defaults(func=_bench)
 

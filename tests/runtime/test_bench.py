@@ -39,9 +39,10 @@ def test_bench_writes_one_table_for_both_sides(tiny_bundle, tmp_path):
 def test_camera_bench_rows_and_ratios(tiny_bundle):
     from vlfront.runtime import bench_camera
 
-    rows = bench_camera.child_camera(str(tiny_bundle), "fp32", 1, [0.3], ["exact", "fast"], png_mp=0.3, batches=(1, 3))
+    rows = bench_camera.child_camera(str(tiny_bundle), "fp32", 1, [0.3], ["exact", "fast", "fastest"], png_mp=0.3,
+                                     batches=(1, 3))
     sides = {r["side"] for r in rows}
-    assert {"reference", "baseline", "python-exact", "python-fast"} <= sides
+    assert {"reference", "baseline", "python-exact", "python-fast", "python-fastest"} <= sides
     assert {r["photo"] for r in rows} == {"0.3MP jpeg", "0.3MP png"} and {r["batch"] for r in rows} == {1, 3}
     for r in rows:
         assert r["p50_ms"] > 0 and r["decode_ms"] > 0
@@ -55,6 +56,20 @@ def test_camera_bench_rows_and_ratios(tiny_bundle):
     assert abs(s["decode_vs_reference"] - by[("0.3MP jpeg", 3, "python-exact")]["decode_ms"] / ref) < 1e-9
     assert abs(s["fast_speedup_e2e"] - by[("0.3MP jpeg", 3, "python-exact")]["p50_ms"]
                / by[("0.3MP jpeg", 3, "python-fast")]["p50_ms"]) < 1e-9
+    assert abs(s["fastest_speedup_e2e"] - by[("0.3MP jpeg", 3, "python-exact")]["p50_ms"]
+               / by[("0.3MP jpeg", 3, "python-fastest")]["p50_ms"]) < 1e-9
+
+
+def test_deviation_rows_per_mode(tiny_bundle):
+    """The deviation table has a row per mode, kind and size; fastest scales 3 MP one step further than fast."""
+    from vlfront.runtime import bench_camera
+
+    rows = bench_camera.child_deviation(str(tiny_bundle), "fp32", [3], ("fast", "fastest"))
+    by = {(r["mode"], r["kind"]): r for r in rows}
+    assert set(by) == {(m, k) for m in ("fast", "fastest") for k in ("upscaled", "tiled")}
+    assert by[("fast", "upscaled")]["scale"] == 2 and by[("fastest", "upscaled")]["scale"] == 4
+    for r in rows:
+        assert 0 < r["mean_abs"] < 1.0 and r["cosine_min"] <= r["cosine_mean"] <= 1.0
 
 
 def test_camera_photos_are_distinct_bytes_same_pixels():
