@@ -49,7 +49,7 @@ from starlette.routing import Route
 from vlfront.errors import QueueFullError, RequestError
 from vlfront.runtime import Batcher, Runtime
 from vlfront.runtime.fetch import Fetcher, FetchPolicy
-from vlfront.runtime.images import ImageLimits
+from vlfront.runtime.images import DECODE_MODES, ImageLimits
 from vlfront.runtime.openai_compat import resolve_image_urls
 from vlfront.runtime.request_body import BodyRefused, ParserError, ParserPool, keep_for, parse_body
 
@@ -245,7 +245,7 @@ def main(argv=None) -> None:
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch may wait to fill")
     p.add_argument("--max-queue", type=int, default=256, help="queued requests before 503")
     p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body before 413")
-    p.add_argument("--decode", default="exact", choices=["exact", "fast", "fastest"],
+    p.add_argument("--decode", default="exact", choices=list(DECODE_MODES),
                    help="image decoding: exact (SPEC 1.4), fast or fastest (DCT-scaled JPEG, docs/images.md)")
     p.add_argument("--parse-workers", type=int, help="processes that parse large bodies (default: half the CPUs)")
     p.add_argument("--large-body-mb", type=float, default=2.0,

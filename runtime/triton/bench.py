@@ -34,7 +34,6 @@ import json
 import os
 import pathlib
 import statistics
-import struct
 import subprocess
 import sys
 import threading
@@ -138,7 +137,9 @@ class RawHttpClient:
 
     @staticmethod
     def _bytes_tensor(items) -> bytes:
-        return b"".join(struct.pack("<I", len(x)) + bytes(x) for x in items)
+        from tritonclient.utils import serialize_byte_tensor  # Triton's BYTES layout: 4-byte length, bytes
+
+        return serialize_byte_tensor(np.array(items, dtype=object)).item()
 
     def __call__(self, body) -> np.ndarray:
         json_body, files = body if isinstance(body, tuple) else (body, None)
